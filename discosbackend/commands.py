@@ -1,0 +1,401 @@
+"""The protocol's commands, each declared once.
+
+A :class:`Command` names its backend method, its arguments (each with a
+:class:`Kind` that parses it from the wire) and the shape of its ``ok``
+reply (each value with a :class:`Kind` that formats it for the wire).  The
+server validates and dispatches from these declarations, the client parses
+replies with them, and the command line's help text is drawn from them.
+
+Backends add their own commands with the :func:`command` decorator.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+from decimal import Decimal
+from fractions import Fraction
+from typing import Any, Callable, Iterable, Sequence, TypeVar
+
+from astropy.time import Time
+
+from discosbackend import timediscos
+from discosbackend.errors import ArgumentError
+
+__all__ = [
+    "ArgumentError", "Kind", "Argument", "ReplyValue", "Command", "command",
+    "INTEGER", "NON_NEGATIVE_INTEGER", "FLOAT", "TEXT", "WORD", "BOOLEAN",
+    "TIMESTAMP", "UNCHANGED", "COMMANDS", "VERSION", "commands_of", "reason_text",
+]
+
+#: A ``set-section`` argument given as ``*``: leave that setting unchanged.
+UNCHANGED = "*"
+#: The command the library answers itself (and whose reply is the greeting).
+VERSION = "version"
+
+_INTEGER_RE = re.compile(r"-?[0-9]+")
+_FLOAT_RE = re.compile(r"[-+]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][-+]?[0-9]+)?")
+_REASON_LIMIT = 200
+
+
+def reason_text(text: str) -> str:
+    """Make ``text`` safe as a reply reason: one line, no commas, short.
+
+    The real DISCOS client splits replies on every comma and keeps only the
+    first word of a reason, so commas become ``;`` and whitespace runs (and
+    control characters) become one space.
+    """
+    cleaned = " ".join("".join(" " if ord(c) < 32 or c == "\x7f" else c
+                               for c in str(text)).split()).replace(",", ";")
+    if len(cleaned) > _REASON_LIMIT:
+        cleaned = cleaned[:_REASON_LIMIT - 3] + "..."
+    return cleaned
+
+
+@dataclass(frozen=True)
+class Kind:
+    """A type of value on the wire: how to parse it and how to write it."""
+
+    name: str
+    expectation: str
+    parse: Callable[[str], Any]
+    format: Callable[[Any], str]
+
+
+def _parse_integer(text: str) -> int:
+    if not _INTEGER_RE.fullmatch(text):
+        raise ValueError(text)
+    return int(text)
+
+
+def _parse_non_negative(text: str) -> int:
+    value = _parse_integer(text)
+    if value < 0:
+        raise ValueError(text)
+    return value
+
+
+def _format_integer(value: Any) -> str:
+    if isinstance(value, str):
+        value = _parse_integer(value)
+    number = int(value)
+    if number != value:
+        raise ValueError(value)
+    return str(number)
+
+
+def _parse_float(text: str) -> float:
+    if not _FLOAT_RE.fullmatch(text):
+        raise ValueError(text)
+    return float(text)
+
+
+def _format_float(value: Any) -> str:
+    if isinstance(value, str):
+        value = _parse_float(value)
+    number = float(value)
+    if not math.isfinite(number):
+        raise ValueError(value)
+    return repr(number)
+
+
+def _parse_text(text: str) -> str:
+    if not text:
+        raise ValueError(text)
+    return text
+
+
+def _format_text(value: Any) -> str:
+    return str(value)
+
+
+def _parse_word(text: str) -> str:
+    if not text or len(text.split()) != 1 or text.strip() != text:
+        raise ValueError(text)
+    return text
+
+
+def _format_word(value: Any) -> str:
+    return _parse_word(str(value))
+
+
+def _parse_boolean(text: str) -> bool:
+    if text == "1":
+        return True
+    if text == "0":
+        return False
+    raise ValueError(text)
+
+
+def _format_boolean(value: Any) -> str:
+    if isinstance(value, str):
+        return "1" if _parse_boolean(value) else "0"
+    if value in (0, 1):  # bool, int, float or numpy scalar
+        return "1" if value else "0"
+    raise ValueError(value)
+
+
+def _format_timestamp(value: Any) -> str:
+    if not isinstance(value, (int, float, Decimal, Fraction, Time)):
+        raise ValueError(value)
+    return timediscos.format_reply_timestamp(value)
+
+
+INTEGER = Kind("integer", "an integer", _parse_integer, _format_integer)
+NON_NEGATIVE_INTEGER = Kind("integer>=0", "an integer >= 0", _parse_non_negative,
+                            _format_integer)
+FLOAT = Kind("float", "a finite number", _parse_float, _format_float)
+TEXT = Kind("text", "a non-empty text", _parse_text, _format_text)
+WORD = Kind("word", "one word", _parse_word, _format_word)
+BOOLEAN = Kind("boolean", "1 or 0", _parse_boolean, _format_boolean)
+TIMESTAMP = Kind("timestamp",
+                 "ACS 100 ns ticks (integer) or unix seconds (with a decimal point)",
+                 timediscos.parse_request_timestamp, _format_timestamp)
+
+
+@dataclass(frozen=True)
+class Argument:
+    """One argument of a command.
+
+    ``optional`` arguments may be left off the end of a request; a missing
+    one is passed as ``default`` if that is not ``None``, else not passed.
+    ``wildcard`` allows ``*`` (passed as :data:`UNCHANGED`).  With
+    ``zero_is_default`` a value of ``0`` is passed as ``None``.
+    """
+
+    name: str
+    kind: Kind
+    optional: bool = False
+    default: Any = None
+    wildcard: bool = False
+    zero_is_default: bool = False
+
+    def parse(self, text: str) -> Any:
+        """The Python value of this argument's wire ``text``."""
+        if self.wildcard and text == UNCHANGED:
+            return UNCHANGED
+        try:
+            value = self.kind.parse(text)
+        except ValueError:
+            raise ArgumentError(
+                f"invalid {self.name} {text!r}: expected {self.kind.expectation}"
+                + (" or *" if self.wildcard else "")) from None
+        if self.zero_is_default and value == 0:
+            return None
+        return value
+
+    def usage(self) -> str:
+        """How this argument looks in a usage line, e.g. ``[<interleave:integer>=0>]``."""
+        text = f"<{self.name}:{self.kind.name}{'|*' if self.wildcard else ''}>"
+        return f"[{text}]" if self.optional else text
+
+
+@dataclass(frozen=True)
+class ReplyValue:
+    """One value of an ``ok`` reply; ``repeated`` means one per section."""
+
+    name: str
+    kind: Kind
+    repeated: bool = False
+
+
+@dataclass(frozen=True)
+class Command:
+    """A protocol command: wire name, backend method, arguments, reply."""
+
+    name: str
+    method: str | None
+    arguments: tuple[Argument, ...] = ()
+    reply: tuple[ReplyValue, ...] = ()
+    since: str = "1.0"
+    summary: str = ""
+    changes_state: bool = False
+
+    @property
+    def required(self) -> int:
+        """How many arguments a request must carry at least."""
+        return sum(1 for argument in self.arguments if not argument.optional)
+
+    def parse_arguments(self, texts: Sequence[str]) -> list[Any]:
+        """Check the count and kinds of a request's arguments; return values.
+
+        Optional arguments left off are filled in with their default when
+        they have one.  Raises :class:`ArgumentError` with the reason.
+        """
+        count = len(texts)
+        if not self.required <= count <= len(self.arguments):
+            raise ArgumentError(self._count_error(count))
+        values = [argument.parse(text) for argument, text in zip(self.arguments, texts)]
+        for argument in self.arguments[count:]:
+            if argument.default is None:
+                break
+            values.append(argument.default)
+        return values
+
+    def _count_error(self, count: int) -> str:
+        most = len(self.arguments)
+        if most == 0:
+            return f"{self.name} takes no arguments (got {count})"
+        if self.required == most:
+            plural = "argument" if most == 1 else "arguments"
+            return f"{self.name} needs {most} {plural} (got {count})"
+        return f"{self.name} takes {self.required} to {most} arguments (got {count})"
+
+    def format_reply(self, result: Any) -> list[str]:
+        """Turn a backend method's return value into the ``ok`` reply's values.
+
+        ``None`` means no values; a list or tuple holds the values; anything
+        else is one value.  Raises :class:`ArgumentError` when the result
+        does not have the declared shape.
+        """
+        if result is None:
+            values: list[Any] = []
+        elif isinstance(result, (list, tuple)):
+            values = list(result)
+        else:
+            values = [result]
+        shape = self.reply
+        if not shape:
+            return []  # the command has nothing to report: ignore extras
+        if shape[-1].repeated:
+            fixed = len(shape) - 1
+            if len(values) < fixed:
+                raise ArgumentError(self._shape_error(len(values)))
+            kinds = [value.kind for value in shape[:-1]]
+            kinds += [shape[-1].kind] * (len(values) - fixed)
+        else:
+            if len(values) != len(shape):
+                raise ArgumentError(self._shape_error(len(values)))
+            kinds = [value.kind for value in shape]
+        try:
+            return [kind.format(value) for kind, value in zip(kinds, values)]
+        except (ValueError, TypeError, ArithmeticError) as error:
+            raise ArgumentError(
+                f"backend returned a bad value for {self.name}: {error!s}") from None
+
+    def _shape_error(self, count: int) -> str:
+        return (f"backend returned {count} values for {self.name}: expected "
+                + " ".join(value.name + ("..." if value.repeated else "")
+                           for value in self.reply))
+
+    def parse_reply(self, texts: Sequence[str]) -> list[Any]:
+        """Parse an ``ok`` reply's values (the client side of the same shape)."""
+        if self.reply and self.reply[-1].repeated:
+            kinds = [value.kind for value in self.reply[:-1]]
+            kinds += [self.reply[-1].kind] * (len(texts) - len(kinds))
+        else:
+            kinds = [value.kind for value in self.reply]
+        if len(kinds) != len(texts):
+            raise ArgumentError(self._shape_error(len(texts)).replace("backend returned",
+                                                                      "reply has"))
+        try:
+            return [kind.parse(text) for kind, text in zip(kinds, texts)]
+        except ValueError as error:
+            raise ArgumentError(f"bad value in {self.name} reply: {error!s}") from None
+
+    def usage(self) -> str:
+        """A one-line usage, e.g. ``set-enable <feed1:integer> <feed2:integer>``."""
+        return " ".join([self.name] + [argument.usage() for argument in self.arguments])
+
+
+def _section_argument(name: str, kind: Kind) -> Argument:
+    return Argument(name, kind, wildcard=True)
+
+
+_TPI_ARGUMENTS = (
+    Argument("frequency", FLOAT, optional=True, zero_is_default=True),
+    Argument("bandwidth", FLOAT, optional=True, zero_is_default=True),
+)
+_PER_SECTION = (ReplyValue("value", FLOAT, repeated=True),)
+_TIME_ARGUMENT = (Argument("timestamp", TIMESTAMP, optional=True),)
+
+#: Every standard command, by wire name, in the order of the protocol's list.
+COMMANDS: dict[str, Command] = {c.name: c for c in (
+    Command("status", "status", (),
+            (ReplyValue("timestamp", TIMESTAMP), ReplyValue("status", WORD),
+             ReplyValue("acquiring", BOOLEAN)),
+            summary="time, status word and acquiring flag"),
+    Command(VERSION, None, (), (ReplyValue("version", TEXT),),
+            summary="protocol version (answered by the library)"),
+    Command("get-configuration", "get_configuration", (),
+            (ReplyValue("configuration", TEXT),), summary="current configuration id"),
+    Command("set-configuration", "set_configuration",
+            (Argument("configuration", TEXT),), summary="load a configuration",
+            changes_state=True),
+    Command("get-integration", "get_integration", (),
+            (ReplyValue("integration", INTEGER),), summary="integration time in ms"),
+    Command("set-integration", "set_integration",
+            (Argument("integration", NON_NEGATIVE_INTEGER),),
+            summary="set the integration time in ms", changes_state=True),
+    Command("get-tpi", "get_tpi", _TPI_ARGUMENTS, _PER_SECTION,
+            summary="total power, one value per section"),
+    Command("get-tp0", "get_tp0", _TPI_ARGUMENTS, _PER_SECTION,
+            summary="zero-level total power, one value per section"),
+    Command("get-rms", "get_rms", (), _PER_SECTION, since="client",
+            summary="rms, one value per section"),
+    Command("time", "time", (), (ReplyValue("timestamp", TIMESTAMP),),
+            summary="the backend's clock"),
+    Command("start", "start", _TIME_ARGUMENT,
+            summary="start acquiring, now or at a time", changes_state=True),
+    Command("stop", "stop", _TIME_ARGUMENT,
+            summary="stop acquiring, now or at a time", changes_state=True),
+    Command("set-section", "set_section", (
+        _section_argument("section", INTEGER),
+        _section_argument("start_freq", FLOAT),
+        _section_argument("bandwidth", FLOAT),
+        _section_argument("feed", INTEGER),
+        _section_argument("mode", TEXT),
+        _section_argument("sample_rate", FLOAT),
+        _section_argument("bins", INTEGER),
+    ), summary="configure a section (-1: all); * leaves a value unchanged",
+        changes_state=True),
+    Command("cal-on", "cal_on",
+            (Argument("interleave", NON_NEGATIVE_INTEGER, optional=True, default=0),),
+            summary="calibration mark every N samples (0: off)", changes_state=True),
+    Command("set-filename", "set_filename", (Argument("filename", TEXT),), since="1.1",
+            summary="metadata file to merge", changes_state=True),
+    Command("convert-data", "convert_data", since="1.2",
+            summary="convert the acquired data", changes_state=True),
+    Command("set-enable", "set_enable",
+            (Argument("feed1", INTEGER), Argument("feed2", INTEGER)), since="1.3",
+            summary="enable the given feeds", changes_state=True),
+    Command("end-schedule", "end_schedule", since="1.4",
+            summary="the schedule is over", changes_state=True),
+    Command("backend-park", "park", since="1.4", summary="park the backend",
+            changes_state=True),
+    Command("set-shift", "set_shift", (Argument("shift", INTEGER),), since="1.4",
+            summary="set the shift", changes_state=True),
+)}
+
+_DECLARATION = "__discos_command__"
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def command(name: str, *arguments: Argument, reply: Iterable[ReplyValue] | None = None,
+            summary: str = "", changes_state: bool = True) -> Callable[[F], F]:
+    """Declare a backend method as an extension command.
+
+    ``@command("target-sweep", Argument("points", INTEGER))`` on a method
+    makes ``?target-sweep,10`` call it with ``10``.  Without ``reply`` the
+    method's return values are sent as text, one reply value each.
+    """
+    shape = tuple(reply) if reply is not None else (ReplyValue("value", TEXT, repeated=True),)
+
+    def declare(method: F) -> F:
+        setattr(method, _DECLARATION, Command(
+            name, method.__name__, tuple(arguments), shape, since="extension",
+            summary=summary or (method.__doc__ or "").strip().split("\n")[0],
+            changes_state=changes_state))
+        return method
+    return declare
+
+
+def commands_of(backend: object) -> dict[str, Command]:
+    """The standard commands plus the extensions ``backend``'s class declares."""
+    table = dict(COMMANDS)
+    for attribute in dir(type(backend)):
+        declaration = getattr(getattr(type(backend), attribute, None), _DECLARATION, None)
+        if isinstance(declaration, Command):
+            table[declaration.name] = declaration
+    return table

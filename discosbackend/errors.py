@@ -1,0 +1,36 @@
+"""The exceptions that turn into ``fail`` and ``invalid`` replies.
+
+Raise :class:`HandlerException` (or a subclass) from a backend method to
+refuse a request: the client gets ``!name,fail,<message>``.  Anything else a
+backend raises is a bug: the client gets a short ``fail`` and the traceback
+goes to the log.
+"""
+
+from discosbackend.grammar import FAIL, INVALID
+
+__all__ = ["HandlerException", "BackendError", "ArgumentError", "NotSupportedError",
+           "InvalidRequest"]
+
+
+class HandlerException(Exception):
+    """A request was refused; the reply is ``fail`` with this message as reason."""
+
+    code = FAIL
+
+
+class BackendError(HandlerException):
+    """The backend cannot do what was asked (busy, out of range, hardware fault)."""
+
+
+class ArgumentError(HandlerException, ValueError):
+    """A request's arguments are wrong in number or kind."""
+
+
+class NotSupportedError(HandlerException):
+    """The backend does not implement this command."""
+
+
+class InvalidRequest(HandlerException):
+    """The request is not part of the protocol: the reply is ``invalid``."""
+
+    code = INVALID

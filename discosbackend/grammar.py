@@ -1,0 +1,386 @@
+"""The DISCOS backend protocol grammar: one line in, one :class:`Message` out.
+
+This module is sans-IO: it knows nothing of sockets or Twisted.  It turns a
+line of text into a :class:`Message` (:func:`parse_message`) and a message
+back into text (``str(message)``), applying the protocol's escapes::
+
+    message  = type name *( "," argument )
+    type     = "?" (request) | "!" (reply)
+    name     = ALPHA *( ALPHA | DIGIT | "-" )
+    argument = *( plain | "\\\\" | "\\t" | "\\," )
+
+A reply's first field is its return code (``ok``, ``fail`` or ``invalid``).
+CR, LF, NUL and ESC cannot be represented: a line holding one does not parse,
+and a message holding one cannot be built.  Every error is a
+:class:`GrammarException` whose ``reason`` is fit for an ``invalid`` reply.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Iterable
+
+__all__ = [
+    "REQUEST", "REPLY", "SEPARATOR", "OK", "FAIL", "INVALID", "RETURN_CODES",
+    "UNDEFINED_NAME", "GrammarException", "Message", "parse_message",
+    "parse_line", "serialize_line", "request", "reply", "ok", "fail",
+    "invalid", "is_valid_name", "escape",
+]
+
+REQUEST = "?"
+REPLY = "!"
+SEPARATOR = ","
+OK = "ok"
+FAIL = "fail"
+INVALID = "invalid"
+RETURN_CODES = frozenset((OK, FAIL, INVALID))
+#: The name an ``invalid`` reply carries when the request's name is unreadable.
+UNDEFINED_NAME = "undefined"
+#: How lines travel on the wire: any byte sequence round-trips unchanged.
+ENCODING = "utf-8"
+ENCODING_ERRORS = "surrogateescape"
+EOL = "\r\n"
+
+_UNESCAPES = {"\\": "\\", "t": "\t", ",": ","}
+_CONTROL_NAMES = {"\r": "CR", "\n": "LF", "\x00": "NUL", "\x1b": "ESC"}
+_NAME_RE = re.compile(r"[A-Za-z][A-Za-z0-9-]*")
+_SPECIAL_RE = re.compile(r"[\\,\r\n\x00\x1b]")
+_CONTROL_RE = re.compile(r"[\r\n\x00\x1b]")
+_NEEDS_ESCAPE_RE = re.compile(r"[\\,\t]")
+_ESCAPE_TABLE = str.maketrans({"\\": "\\\\", ",": "\\,", "\t": "\\t"})
+_SHOWN_CHARS = 40
+_NAME_CACHE: dict[str, bool] = {}
+_HEADS: dict[str, tuple[str, str]] = {}
+_NAME_CACHE_SIZE = 1024
+
+
+class GrammarException(ValueError):
+    """A line that does not parse, or a message that cannot be written.
+
+    ``reason`` is a short human-readable sentence, its key word first, fit
+    for the reason field of an ``invalid`` reply.  ``name`` is the message's
+    name when it could be read (so the reply can carry it), else ``None``.
+    """
+
+    def __init__(self, reason: str, name: str | None = None) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.name = name
+
+
+def _show(text: str) -> str:
+    """Quote a piece of the offending input for an error reason, briefly."""
+    if len(text) > _SHOWN_CHARS:
+        return repr(text[:_SHOWN_CHARS]) + "..."
+    return repr(text)
+
+
+def is_valid_name(name: str) -> bool:
+    """Return whether ``name`` is a well-formed command name."""
+    known = _NAME_CACHE.get(name)
+    if known is None:
+        known = _NAME_RE.fullmatch(name) is not None
+        if len(_NAME_CACHE) < _NAME_CACHE_SIZE:
+            _NAME_CACHE[name] = known
+    return known
+
+
+def _check_argument(argument: object, position: int) -> str:
+    if not isinstance(argument, str):
+        raise GrammarException(
+            f"argument {position} is a {type(argument).__name__}, not a str")
+    control = _CONTROL_RE.search(argument)
+    if control is not None:
+        raise GrammarException(
+            f"argument {position} holds a {_CONTROL_NAMES[control.group()]} "
+            "character, which the protocol cannot carry")
+    return argument
+
+
+def escape(argument: str) -> str:
+    """Escape ``\\``, ``,`` and TAB in one argument for the wire."""
+    if _NEEDS_ESCAPE_RE.search(argument) is None:
+        return argument
+    return argument.translate(_ESCAPE_TABLE)
+
+
+class Message:
+    """One protocol message, request or reply.  Immutable.
+
+    ``Message(message_type=REQUEST, name="status")`` builds a request;
+    ``Message(message_type=REPLY, name="status", code=OK, arguments=[...])``
+    a reply.  Building a message that cannot be written on the wire raises
+    :class:`GrammarException`.  ``str(message)`` is its wire form, without the
+    line terminator.
+    """
+
+    __slots__ = ("_message_type", "_name", "_code", "_arguments")
+
+    def __init__(self, message_type: str, name: str,
+                 code: str | None = None,
+                 arguments: Iterable[str] | None = None) -> None:
+        if message_type not in (REQUEST, REPLY):
+            raise GrammarException(
+                f"bad message type {_show(str(message_type))}: "
+                f"use '{REQUEST}' or '{REPLY}'")
+        if not isinstance(name, str) or not is_valid_name(name):
+            raise GrammarException(
+                f"bad name {_show(str(name))}: a name is a letter followed by "
+                "letters and digits and '-'")
+        if message_type == REPLY:
+            if code not in RETURN_CODES:
+                raise GrammarException(
+                    f"bad return code {_show(str(code))}: a reply needs "
+                    f"'{OK}' or '{FAIL}' or '{INVALID}'", name)
+        elif code:
+            raise GrammarException(f"a request has no return code, got {_show(str(code))}",
+                                   name)
+        else:
+            code = None
+        checked = [_check_argument(argument, position)
+                   for position, argument in enumerate(arguments or (), 1)]
+        self._message_type = message_type
+        self._name = name
+        self._code = code
+        self._arguments = checked
+
+    @property
+    def message_type(self) -> str:
+        """``REQUEST`` (``'?'``) or ``REPLY`` (``'!'``)."""
+        return self._message_type
+
+    @property
+    def name(self) -> str:
+        """The command name, e.g. ``'get-tpi'``."""
+        return self._name
+
+    @property
+    def code(self) -> str | None:
+        """A reply's return code (``ok``/``fail``/``invalid``); ``None`` for requests."""
+        return self._code
+
+    @property
+    def arguments(self) -> list[str]:
+        """The arguments, unescaped (for a reply: those after the code)."""
+        return self._arguments
+
+    def is_request(self) -> bool:
+        """Return whether this is a request (``?``)."""
+        return self._message_type == REQUEST
+
+    def is_reply(self) -> bool:
+        """Return whether this is a reply (``!``)."""
+        return self._message_type == REPLY
+
+    def is_correct_reply(self, request_message: Message) -> bool:
+        """Return whether this message is a well-formed reply to ``request_message``."""
+        return (self.is_reply() and request_message.is_request()
+                and self._name == request_message.name)
+
+    def __str__(self) -> str:
+        head = self._message_type + self._name
+        if self._code is not None:
+            head += SEPARATOR + self._code
+        arguments = self._arguments
+        if not arguments:
+            return head
+        try:
+            body = SEPARATOR.join(arguments)
+        except TypeError:
+            body = None
+        if (body is not None and body.isprintable() and "\\" not in body
+                and body.count(SEPARATOR) == len(arguments) - 1):
+            return head + SEPARATOR + body
+        # Something needs escaping, or the arguments were changed after the
+        # message was built: check each one again.
+        return head + SEPARATOR + SEPARATOR.join(
+            escape(_check_argument(argument, position))
+            for position, argument in enumerate(arguments, 1))
+
+    def __repr__(self) -> str:
+        return (f"Message(message_type={self._message_type!r}, name={self._name!r}, "
+                f"code={self._code!r}, arguments={self._arguments!r})")
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Message):
+            return NotImplemented
+        return (self._message_type == other.message_type and self._name == other.name
+                and self._code == other.code and self._arguments == other.arguments)
+
+    __hash__ = None  # type: ignore[assignment]  # arguments is a list
+
+
+def _trusted_message(message_type: str, name: str, code: str | None,
+                     arguments: list[str]) -> Message:
+    """Build a message from parts the parser has already validated."""
+    message = _new_message(Message)
+    message._message_type = message_type  # pylint: disable=protected-access
+    message._name = name  # pylint: disable=protected-access
+    message._code = code  # pylint: disable=protected-access
+    message._arguments = arguments  # pylint: disable=protected-access
+    return message
+
+
+_new_message = Message.__new__
+
+
+def _strip_eol(line: str) -> str:
+    if line.endswith("\n"):
+        line = line[:-1]
+    if line.endswith("\r"):
+        line = line[:-1]
+    return line
+
+
+def parse_message(line: str) -> Message:
+    """Parse one line (a trailing CR LF or LF is dropped) into a :class:`Message`.
+
+    Raises :class:`GrammarException` if the line breaks the grammar.
+    """
+    # Fast path: no escapes, no control characters (so no EOL either): a
+    # plain split is the whole story.  Anything else, and every error, goes
+    # through the full scanner.
+    if not line.isprintable() or "\\" in line:
+        line = _strip_eol(line)
+        if not line.isprintable() or "\\" in line:
+            return _parse_carefully(line)
+    fields = line.split(SEPARATOR)
+    known = _HEADS.get(fields[0]) or _learn_head(fields[0])
+    if known is not None:
+        # pylint: disable=protected-access
+        if known[0] == REQUEST:
+            message = _new_message(Message)
+            message._message_type = REQUEST
+            message._name = known[1]
+            message._code = None
+            del fields[0]
+            message._arguments = fields
+            return message
+        try:
+            code = fields[1]
+        except IndexError:
+            code = ""
+        if code in RETURN_CODES:
+            message = _new_message(Message)
+            message._message_type = REPLY
+            message._name = known[1]
+            message._code = code
+            del fields[:2]
+            message._arguments = fields
+            return message
+    return _parse_carefully(line)
+
+
+def _learn_head(head: str) -> tuple[str, str] | None:
+    """Split a line's first field into (type, name) if valid, remembering it."""
+    kind = head[:1]
+    name = head[1:]
+    if kind not in (REQUEST, REPLY) or not kind or not is_valid_name(name):
+        return None
+    if len(_HEADS) < _NAME_CACHE_SIZE:
+        _HEADS[head] = (kind, name)
+    return kind, name
+
+
+def _parse_carefully(line: str) -> Message:
+    """The full scanner: handles escapes and explains every error."""
+    if not line:
+        raise GrammarException("empty line")
+    kind = line[0]
+    if kind not in (REQUEST, REPLY):
+        raise GrammarException(
+            f"bad message type {_show(kind)}: a line starts with "
+            f"'{REQUEST}' or '{REPLY}'")
+    comma = line.find(SEPARATOR)
+    name = line[1:] if comma < 0 else line[1:comma]
+    if not name:
+        raise GrammarException("missing name after the message type")
+    if not is_valid_name(name):
+        raise GrammarException(
+            f"bad name {_show(name)}: a name is a letter followed by letters "
+            "and digits and '-'")
+    arguments = [] if comma < 0 else _scan_arguments(line, comma + 1, name)
+    if kind == REQUEST:
+        return _trusted_message(REQUEST, name, None, arguments)
+    if not arguments:
+        raise GrammarException("missing return code in reply", name)
+    code = arguments.pop(0)
+    if code not in RETURN_CODES:
+        raise GrammarException(
+            f"bad return code {_show(code)}: a reply needs "
+            f"'{OK}' or '{FAIL}' or '{INVALID}'", name)
+    return _trusted_message(REPLY, name, code, arguments)
+
+
+def _scan_arguments(line: str, position: int, name: str) -> list[str]:
+    """Split and unescape the arguments of ``line`` starting at ``position``."""
+    arguments: list[str] = []
+    pieces: list[str] = []
+    end = len(line)
+    while True:
+        special = _SPECIAL_RE.search(line, position)
+        stop = end if special is None else special.start()
+        pieces.append(line[position:stop])
+        if special is None:
+            arguments.append("".join(pieces))
+            return arguments
+        char = special.group()
+        if char == SEPARATOR:
+            arguments.append("".join(pieces))
+            pieces = []
+            position = stop + 1
+        elif char == "\\":
+            if stop + 1 >= end:
+                raise GrammarException("lone backslash at end of line", name)
+            escaped = line[stop + 1]
+            unescaped = _UNESCAPES.get(escaped)
+            if unescaped is None:
+                raise GrammarException(
+                    f"unknown escape {_show(chr(92) + escaped)} in argument "
+                    f"{len(arguments) + 1} (use \\\\ or \\t or \\,)", name)
+            pieces.append(unescaped)
+            position = stop + 2
+        else:
+            raise GrammarException(
+                f"control character {_CONTROL_NAMES[char]} in argument "
+                f"{len(arguments) + 1}", name)
+
+
+def parse_line(data: bytes) -> Message:
+    """Decode one line of wire bytes (UTF-8, surrogateescape) and parse it."""
+    return parse_message(data.decode(ENCODING, ENCODING_ERRORS))
+
+
+def serialize_line(message: Message) -> bytes:
+    """The wire bytes of ``message``, CR LF included."""
+    try:
+        return (str(message) + EOL).encode(ENCODING, ENCODING_ERRORS)
+    except UnicodeEncodeError as error:
+        raise GrammarException(
+            f"unencodable character at {error.start} in message "
+            f"{_show(message.name)}", message.name) from None
+
+
+def request(name: str, *arguments: str) -> Message:
+    """Build a request ``?name,arguments...``."""
+    return Message(REQUEST, name, None, arguments)
+
+
+def reply(name: str, code: str, *arguments: str) -> Message:
+    """Build a reply ``!name,code,arguments...``."""
+    return Message(REPLY, name, code, arguments)
+
+
+def ok(name: str, *values: str) -> Message:
+    """Build the ``ok`` reply to command ``name`` with its ``values``."""
+    return Message(REPLY, name, OK, values)
+
+
+def fail(name: str, reason: str) -> Message:
+    """Build the ``fail`` reply to command ``name``, giving ``reason``."""
+    return Message(REPLY, name, FAIL, (reason,))
+
+
+def invalid(name: str, reason: str) -> Message:
+    """Build the ``invalid`` reply to command ``name``, giving ``reason``."""
+    return Message(REPLY, name, INVALID, (reason,))

@@ -1,0 +1,161 @@
+"""The Twisted side of the server: framing, greeting, replies in order.
+
+:class:`DBProtocol` splits the byte stream into lines (LF, with an optional
+CR before it), asks the factory's :class:`~discosbackend.responder.Responder`
+for each reply and writes the replies in request order, CR LF terminated,
+even when some arrive later than others.  Lines longer than the limit are
+answered ``invalid`` and discarded without buffering them.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+
+from twisted.internet import defer
+from twisted.internet.interfaces import IReactorTime
+from twisted.internet.protocol import Factory, Protocol
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from discosbackend.handlers import Handler
+from discosbackend.responder import ReplyBytes, Responder
+
+__all__ = ["DBProtocol", "DBProtocolFactory", "DEFAULT_MAX_LINE"]
+
+#: The default longest line accepted, in bytes (without the line end).
+DEFAULT_MAX_LINE = 64 * 1024
+
+_log = Logger()
+
+
+class _Slot:
+    """A reply not written yet, holding its place in the queue."""
+
+    __slots__ = ("data",)
+
+    def __init__(self) -> None:
+        self.data: bytes | None = None
+
+
+class DBProtocol(Protocol):
+    """One client connection."""
+
+    factory: DBProtocolFactory
+
+    def __init__(self) -> None:
+        self._buffer = b""
+        self._discarding = False
+        self._queue: deque[_Slot] = deque()
+        self._open = False
+        self._closed_waiters: list[defer.Deferred] = []
+
+    def connectionMade(self) -> None:
+        self._open = True
+        self.factory.connections.add(self)
+        set_no_delay = getattr(self.transport, "setTcpNoDelay", None)
+        if set_no_delay is not None:
+            set_no_delay(True)
+        _log.info("connection from {peer}", peer=self.transport.getPeer())
+        self._send(self.factory.responder.greeting())
+
+    def connectionLost(self, reason: Failure = None) -> None:
+        self._open = False
+        self._queue.clear()
+        self._buffer = b""
+        self.factory.connections.discard(self)
+        _log.info("connection from {peer} closed", peer=self.transport.getPeer())
+        waiters, self._closed_waiters = self._closed_waiters, []
+        for waiter in waiters:
+            waiter.callback(None)
+
+    def close(self) -> defer.Deferred:
+        """Close the connection; the Deferred fires once it is closed."""
+        if not self._open:
+            return defer.succeed(None)
+        waiter: defer.Deferred = defer.Deferred()
+        self._closed_waiters.append(waiter)
+        self.transport.loseConnection()
+        return waiter
+
+    def dataReceived(self, data: bytes) -> None:
+        limit = self.factory.max_line
+        if self._discarding:
+            end = data.find(b"\n")
+            if end < 0:
+                return
+            self._discarding = False
+            data = data[end + 1:]
+        lines = (self._buffer + data).split(b"\n") if self._buffer else data.split(b"\n")
+        self._buffer = lines.pop()
+        respond = self.factory.responder.respond
+        for line in lines:
+            if line[-1:] == b"\r":
+                line = line[:-1]
+            if len(line) > limit:
+                self._send(self.factory.responder.too_long(line, limit))
+            else:
+                self._send(respond(line))
+            if not self._open:
+                return
+        if len(self._buffer) > limit + 1:  # + 1: the CR of a CR LF may be there
+            self._send(self.factory.responder.too_long(self._buffer, limit))
+            self._buffer = b""
+            self._discarding = True
+
+    def _send(self, answer: ReplyBytes) -> None:
+        if isinstance(answer, bytes):
+            if not self._queue:
+                self.transport.write(answer)
+                return
+            slot = _Slot()
+            slot.data = answer
+            self._queue.append(slot)
+            return
+        slot = _Slot()
+        self._queue.append(slot)
+        answer.addCallback(self._fill, slot)
+        answer.addErrback(self._lost_reply)
+
+    def _fill(self, data: bytes, slot: _Slot) -> None:
+        slot.data = data
+        queue = self._queue
+        while queue and queue[0].data is not None:
+            ready = queue.popleft().data
+            if self._open:
+                self.transport.write(ready)
+
+    @staticmethod
+    def _lost_reply(failure: Failure) -> None:
+        _log.failure("a reply could not be produced", failure)
+
+
+class DBProtocolFactory(Factory):
+    """Makes :class:`DBProtocol` connections that share one handler.
+
+    ``max_line`` is the longest line accepted (bytes); ``timeout`` the
+    per-request limit in seconds (``None``: wait for ever).
+    """
+
+    protocol = DBProtocol
+
+    def __init__(self, handler: Handler, *, max_line: int = DEFAULT_MAX_LINE,
+                 timeout: float | None = None, clock: IReactorTime | None = None,
+                 log_requests: bool = False) -> None:
+        if max_line < 16:
+            raise ValueError(f"max_line must be at least 16 bytes, not {max_line}")
+        self.handler = handler
+        self.max_line = max_line
+        self.responder = Responder(handler, timeout=timeout, clock=clock,
+                                   log_requests=log_requests)
+        self.connections: set[DBProtocol] = set()
+
+    def startFactory(self) -> None:
+        self.handler.start()
+
+    def stopFactory(self) -> None:
+        self.handler.stop()
+
+    def close_connections(self) -> defer.Deferred:
+        """Close every open connection; fires when all are closed."""
+        closing = [connection.close() for connection in list(self.connections)]
+        return defer.gatherResults(closing)

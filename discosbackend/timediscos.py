@@ -1,0 +1,231 @@
+"""Exact conversions between DISCOS/ACS timestamps and astropy times.
+
+"ACS time" is an integer count of 100 ns ticks since 1970-01-01 00:00:00 UTC,
+ignoring leap seconds exactly like Unix time, so ``ticks == unix_seconds *
+10**7``.  Current values (~1.8e16) do not fit exactly in a float, so every
+conversion here uses integers or :class:`fractions.Fraction`.
+
+Importing this module registers the astropy time format ``"discos"``.
+
+Caveat: astropy's ``Time()`` converts plain Python/numpy integers to float64
+before the format sees them, which is only exact up to 2**53 ticks (mid
+1998).  ``TimeDiscos`` therefore refuses larger float values instead of
+silently losing ticks; pass the ticks through :func:`acs_to_time` (or as an
+object array of Python ints) to get an exact result.
+
+Negative ticks (before 1970) are supported by the time format and by the
+conversion helpers, but rejected by :func:`parse_request_timestamp` and
+:func:`format_reply_timestamp`, which deal with protocol values.
+"""
+
+import math
+import operator
+import re
+import time
+from decimal import Decimal
+from fractions import Fraction
+
+import numpy as np
+from astropy.time import Time, TimeFormat
+
+__all__ = [
+    "TICKS_PER_SECOND",
+    "TICKS_PER_DAY",
+    "TimeDiscos",
+    "acs_to_time",
+    "time_to_acs",
+    "unix_seconds_to_acs",
+    "acs_to_unix_seconds",
+    "parse_request_timestamp",
+    "format_reply_timestamp",
+    "now_acs",
+]
+
+TICKS_PER_SECOND = 10_000_000
+TICKS_PER_DAY = 86_400 * TICKS_PER_SECOND
+_HALF_DAY = TICKS_PER_DAY // 2
+# Accepted tick range: anything that fits a signed 64-bit integer.
+_MAX_TICKS = 2**63 - 1
+# Every integer up to this one is exact as a float64.
+_MAX_EXACT_FLOAT = 2**53
+# 1970-01-01 00:00:00 UTC as astropy's (jd1, jd2) pair (JD 2440587.5).
+_EPOCH_JD1 = 2_440_588.0
+_EPOCH_JD2 = -0.5
+
+_TICKS_RE = re.compile(r"[0-9]+")
+_SECONDS_RE = re.compile(r"[0-9]+\.[0-9]+")
+_INF = math.inf
+_to_int = np.frompyfunc(operator.index, 1, 1)
+
+
+def _exact_ticks(val: np.ndarray) -> np.ndarray:
+    """Return ``val`` as an object array of Python ints, refusing lossy input."""
+    if val.dtype.kind == "f":
+        if not np.all(np.isfinite(val)) or np.any(val != np.round(val)):
+            raise TypeError("discos values must be integer tick counts")
+        if np.any(np.abs(val) > _MAX_EXACT_FLOAT):
+            raise TypeError(
+                "discos ticks above 2**53 are not exact as floats; use "
+                "acs_to_time() or an object array of Python ints"
+            )
+        val = val.astype(np.int64)
+    elif val.dtype.kind not in "iuO":
+        raise TypeError("discos values must be integer tick counts")
+    ticks = np.asarray(_to_int(val), dtype=object)
+    if ticks.size and (ticks.max() > _MAX_TICKS or ticks.min() < -_MAX_TICKS):
+        raise ValueError("discos ticks out of the signed 64-bit range")
+    return ticks
+
+
+class TimeDiscos(TimeFormat):
+    """ACS time: 100 ns ticks since 1970-01-01 00:00:00 UTC, no leap seconds.
+
+    Like astropy's ``unix`` format every UTC day is 86400 s long; values are
+    interpreted in UTC and converted if another ``scale`` is requested.
+    """
+
+    name = "discos"
+
+    def _check_val_type(
+        self, val1: np.ndarray, val2: np.ndarray | None
+    ) -> tuple[np.ndarray, None]:
+        """Turn input values into exact Python-int ticks (``val1 + val2``)."""
+        ticks = _exact_ticks(val1)
+        if val2 is not None:
+            ticks = ticks + _exact_ticks(val2)
+        return ticks, None
+
+    def set_jds(self, val1: np.ndarray, val2: None) -> None:
+        """Set jd1/jd2 from ticks, split exactly into whole days and rest."""
+        del val2  # always None, see _check_val_type
+        days = np.asarray(val1 // TICKS_PER_DAY, dtype=object)
+        jd1 = np.asarray(days, dtype=np.float64) + _EPOCH_JD1
+        # The remainder minus half a day is an exact int below 2**40, so jd2
+        # comes from a single correctly rounded division.
+        rest = np.asarray(val1 - days * TICKS_PER_DAY - _HALF_DAY, dtype=np.float64)
+        jd2 = rest / TICKS_PER_DAY
+        if self.scale != "utc":
+            utc = Time(jd1, jd2, format="jd", scale="utc")
+            converted = getattr(utc, self.scale)
+            jd1, jd2 = converted.jd1, converted.jd2
+        self.jd1, self.jd2 = jd1, jd2
+
+    def to_value(
+        self, parent: Time | None = None, out_subfmt: str | None = None
+    ) -> int | np.ndarray:
+        """Return ticks rounded to the nearest tick (int, or int64 array)."""
+        if out_subfmt is not None:
+            self._select_subfmts(out_subfmt)
+        if self.scale == "utc":
+            jd1, jd2 = self.jd1, self.jd2
+        elif parent is None:
+            raise ValueError("cannot compute value without parent Time object")
+        else:
+            utc = parent.utc
+            jd1, jd2 = utc.jd1, utc.jd2
+        day = jd1 - _EPOCH_JD1
+        whole = np.round(day)
+        rest = np.rint(((day - whole) + (jd2 - _EPOCH_JD2)) * TICKS_PER_DAY)
+        ticks = (
+            np.asarray(whole, dtype=np.int64).astype(object) * TICKS_PER_DAY
+            + np.asarray(rest, dtype=np.int64).astype(object)
+        )
+        if np.ndim(ticks) == 0:
+            return int(ticks)
+        return ticks.astype(np.int64)
+
+    value = property(to_value)
+
+
+def acs_to_time(ticks: int) -> Time:
+    """Return the exact UTC :class:`~astropy.time.Time` for ACS ``ticks``."""
+    if isinstance(ticks, bool):
+        raise TypeError("ticks must be an int, not bool")
+    return Time(np.array(operator.index(ticks), dtype=object), format="discos")
+
+
+def time_to_acs(t: Time) -> int:
+    """Return the ACS ticks of scalar ``t``, rounded to the nearest tick."""
+    if not t.isscalar:
+        raise ValueError("time_to_acs() needs a scalar Time")
+    return int(t.to_value("discos"))
+
+
+def unix_seconds_to_acs(seconds: Fraction | Decimal | int | float) -> int:
+    """Convert Unix seconds to ACS ticks exactly (nearest tick, ties to even)."""
+    if isinstance(seconds, bool) or not isinstance(
+        seconds, (int, float, Decimal, Fraction)
+    ):
+        raise TypeError(f"unsupported type for unix seconds: {type(seconds)!r}")
+    try:
+        exact = Fraction(seconds)
+    except (ValueError, OverflowError) as err:
+        raise ValueError(f"non-finite unix seconds: {seconds!r}") from err
+    return round(exact * TICKS_PER_SECOND)
+
+
+def acs_to_unix_seconds(ticks: int) -> Fraction:
+    """Convert ACS ticks to exact Unix seconds."""
+    return Fraction(operator.index(ticks), TICKS_PER_SECOND)
+
+
+def parse_request_timestamp(text: str) -> Time:
+    """Parse the timestamp argument of a ``start``/``stop`` request.
+
+    Digits only are ACS ticks; ``digits.digits`` are Unix seconds, converted
+    exactly (more than 7 decimals round to the nearest tick, ties to even).
+    Anything else, or a value that is not > 0 ticks, raises ``ValueError``
+    with a message starting with ``invalid timestamp``.
+    """
+    try:
+        if not isinstance(text, str):
+            raise ValueError("not a string")
+        if _TICKS_RE.fullmatch(text):
+            ticks = int(text)
+        elif _SECONDS_RE.fullmatch(text):
+            ticks = round(Fraction(text) * TICKS_PER_SECOND)
+        else:
+            raise ValueError("bad syntax")
+        if not 0 < ticks <= _MAX_TICKS:
+            raise ValueError("out of range")
+    except ValueError as err:  # also int()'s limit on very long digit strings
+        raise ValueError(f"invalid timestamp {text!r}") from err
+    return acs_to_time(ticks)
+
+
+def _format_ticks(ticks: int) -> str:
+    """Format non-negative ticks as Unix seconds with 7 decimals."""
+    if ticks < 0:
+        raise ValueError(f"negative timestamp: {ticks} ticks")
+    seconds, rest = divmod(ticks, TICKS_PER_SECOND)
+    return f"{seconds}.{rest:07d}"
+
+
+def format_reply_timestamp(value: Time | float | int | Decimal | Fraction) -> str:
+    """Format a timestamp as Unix seconds with exactly 7 decimals.
+
+    ``value`` is a scalar :class:`~astropy.time.Time` (converted exactly via
+    ticks) or Unix seconds as float, int, Decimal or Fraction.  Floats and
+    ints take a cheap path without astropy.  Raises ``ValueError`` for NaN,
+    infinite or negative values and for unsupported types.
+    """
+    if isinstance(value, float):
+        if not 0.0 <= value < _INF:
+            raise ValueError(f"invalid timestamp value: {value!r}")
+        return f"{abs(value):.7f}"  # abs() turns -0.0 into 0.0
+    if isinstance(value, bool):
+        raise ValueError("unsupported timestamp type: bool")
+    if isinstance(value, int):
+        if value < 0:
+            raise ValueError(f"invalid timestamp value: {value!r}")
+        return f"{value}.0000000"
+    if isinstance(value, (Decimal, Fraction)):
+        return _format_ticks(unix_seconds_to_acs(value))
+    if isinstance(value, Time):
+        return _format_ticks(time_to_acs(value))
+    raise ValueError(f"unsupported timestamp type: {type(value)!r}")
+
+
+def now_acs() -> int:
+    """Return the current system time as ACS ticks."""
+    return time.time_ns() // 100

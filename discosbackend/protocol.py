@@ -105,7 +105,7 @@ class DBProtocol(Protocol):
     def _send(self, answer: ReplyBytes) -> None:
         if isinstance(answer, bytes):
             if not self._queue:
-                self.transport.write(answer)
+                self._write(answer)
                 return
             slot = _Slot()
             slot.data = answer
@@ -122,7 +122,13 @@ class DBProtocol(Protocol):
         while queue and queue[0].data is not None:
             ready = queue.popleft().data
             if self._open:
-                self.transport.write(ready)
+                self._write(ready)
+
+    def _write(self, data: bytes) -> None:
+        self.transport.write(data)
+        if data.__class__ is not bytes and getattr(data, "close_after", False):
+            self._open = False
+            self.transport.loseConnection()
 
     @staticmethod
     def _lost_reply(failure: Failure) -> None:

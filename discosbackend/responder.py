@@ -23,13 +23,29 @@ from discosbackend.grammar import (FAIL, INVALID, UNDEFINED_NAME, GrammarExcepti
                                    parse_line, reply, serialize_line)
 from discosbackend.handlers import Handler
 
-__all__ = ["Responder", "ReplyBytes"]
+__all__ = ["Responder", "ReplyBytes", "RawReply"]
 
 #: What :meth:`Responder.respond` returns: the reply line now, or later.
 ReplyBytes = bytes | defer.Deferred
 
 _log = Logger()
 _NAME_PREFIX = 64
+
+
+class RawReply(bytes):
+    """Bytes a handler wants written exactly as they are, for fault injection.
+
+    A handler may answer with a ``RawReply`` instead of a message: it is
+    written verbatim (grammatical or not), and with ``close_after`` the
+    connection is closed once it is written.  Real backends never need it.
+    """
+
+    close_after: bool
+
+    def __new__(cls, data: bytes, close_after: bool = False) -> RawReply:
+        raw = super().__new__(cls, data)
+        raw.close_after = close_after
+        return raw
 
 
 def _error_reply(name: str, code: str, reason: str) -> bytes:
@@ -99,6 +115,8 @@ class Responder:
         return _error_reply(name_of(start), INVALID, f"line too long: over {limit} bytes")
 
     def _answered(self, answer: Any, request: Message) -> bytes:
+        if isinstance(answer, RawReply):
+            return answer
         if not isinstance(answer, Message) or not answer.is_correct_reply(request):
             _log.error("handler {handler!r} answered {request} with {answer!r}, "
                        "which is not a reply to it", handler=self.handler,

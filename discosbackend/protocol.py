@@ -17,6 +17,7 @@ from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from discosbackend.grammar import UNDEFINED_NAME, fail, serialize_line
 from discosbackend.handlers import Handler
 from discosbackend.responder import ReplyBytes, Responder
 
@@ -26,6 +27,7 @@ __all__ = ["DBProtocol", "DBProtocolFactory", "DEFAULT_MAX_LINE"]
 DEFAULT_MAX_LINE = 64 * 1024
 
 _log = Logger()
+_LOST_REPLY = serialize_line(fail(UNDEFINED_NAME, "internal error: reply lost"))
 
 
 class _Slot:
@@ -113,8 +115,8 @@ class DBProtocol(Protocol):
             return
         slot = _Slot()
         self._queue.append(slot)
-        answer.addCallback(self._fill, slot)
-        answer.addErrback(self._lost_reply)
+        answer.addCallbacks(self._fill, self._lost_reply, callbackArgs=(slot,),
+                            errbackArgs=(slot,))
 
     def _fill(self, data: bytes, slot: _Slot) -> None:
         slot.data = data
@@ -130,9 +132,11 @@ class DBProtocol(Protocol):
             self._open = False
             self.transport.loseConnection()
 
-    @staticmethod
-    def _lost_reply(failure: Failure) -> None:
+    def _lost_reply(self, failure: Failure, slot: _Slot) -> None:
+        # The responder maps every error to a reply, so this is a bug; still,
+        # keep one reply per line and the queue moving.
         _log.failure("a reply could not be produced", failure)
+        self._fill(_LOST_REPLY, slot)
 
 
 class DBProtocolFactory(Factory):

@@ -54,9 +54,11 @@ def _error_reply(name: str, code: str, reason: str) -> bytes:
 
 def name_of(line: bytes) -> str:
     """The request name at the start of a (possibly broken) line, or ``undefined``."""
-    head = line[1:_NAME_PREFIX].split(b",", 1)[0].decode("ascii", "replace")
+    head, comma, _ = line[1:_NAME_PREFIX].partition(b",")
+    if not comma and len(line) >= _NAME_PREFIX:
+        return UNDEFINED_NAME  # the name goes on past what we looked at
     try:
-        return Message("?", head).name
+        return Message("?", head.decode("ascii", "replace")).name
     except GrammarException:
         return UNDEFINED_NAME
 

@@ -1,0 +1,299 @@
+"""Framing, greeting and reply ordering of DBProtocol, on StringTransport."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+from twisted.internet import defer, task
+from twisted.internet.testing import StringTransport
+
+from discosbackend.backend import Backend
+from discosbackend.grammar import parse_line
+from discosbackend.handlers import AlwaysOkHandler, DBProtocolHandler, Handler
+from discosbackend.protocol import DBProtocol, DBProtocolFactory
+from discosbackend.responder import RawReply
+from discosbackend.grammar import ok
+
+
+class SlowBackend(Backend):
+    """get-tpi answers after ``delay`` seconds on the clock; status at once."""
+
+    delay = 5.0
+
+    def get_tpi(self, frequency=None, bandwidth=None):
+        return task.deferLater(self.clock, self.delay, lambda: [1.0, 2.0])
+
+    def get_rms(self):
+        return task.deferLater(self.clock, self.delay / 2, lambda: [3.0])
+
+
+def connect(handler: Handler, clock: task.Clock | None = None, **options):
+    """A connected protocol and its transport; greeting already written."""
+    clock = clock or task.Clock()
+    factory = DBProtocolFactory(handler, clock=clock, **options)
+    factory.startFactory()
+    protocol = factory.buildProtocol(None)
+    transport = StringTransport()
+    protocol.makeConnection(transport)
+    return protocol, transport, factory
+
+
+def lines(transport: StringTransport) -> list[bytes]:
+    """The reply lines written so far, each checked to end in CR LF."""
+    data = transport.value()
+    assert data.endswith(b"\r\n") or not data
+    parts = data.split(b"\r\n")[:-1]
+    assert all(b"\n" not in part and b"\r" not in part for part in parts)
+    return parts
+
+
+@pytest.fixture(name="clock")
+def clock_fixture() -> task.Clock:
+    clock = task.Clock()
+    clock.advance(1_700_000_000)
+    return clock
+
+
+def test_greeting_is_the_version_reply_and_comes_first(clock):
+    _, transport, _ = connect(DBProtocolHandler(Backend(clock)), clock)
+    assert transport.value() == b"!version,ok,1.4\r\n"
+
+
+def test_debug_handler_greets_with_its_own_version_reply():
+    _, transport, _ = connect(AlwaysOkHandler())
+    assert transport.value() == b"!version,ok\r\n"
+
+
+@pytest.mark.parametrize("terminator", [b"\r\n", b"\n"])
+def test_accepts_crlf_and_lf_always_answers_crlf(clock, terminator):
+    protocol, transport, _ = connect(DBProtocolHandler(Backend(clock)), clock)
+    transport.clear()
+    protocol.dataReceived(b"?version" + terminator + b"?status" + terminator)
+    assert lines(transport) == [b"!version,ok,1.4", b"!status,ok,1700000000.0000000,ok,0"]
+
+
+def test_input_one_byte_at_a_time(clock):
+    protocol, transport, _ = connect(AlwaysOkHandler(), clock)
+    transport.clear()
+    stream = b"?a,1\r\n?b,2\n?c\r\n"
+    for index in range(len(stream)):
+        protocol.dataReceived(stream[index:index + 1])
+    assert lines(transport) == [b"!a,ok,1", b"!b,ok,2", b"!c,ok"]
+
+
+def test_many_lines_in_one_packet(clock):
+    protocol, transport, _ = connect(AlwaysOkHandler(), clock)
+    transport.clear()
+    protocol.dataReceived(b"".join(b"?n,%d\r\n" % i for i in range(500)))
+    assert lines(transport) == [b"!n,ok,%d" % i for i in range(500)]
+
+
+def test_partial_line_waits_for_its_end(clock):
+    protocol, transport, _ = connect(AlwaysOkHandler(), clock)
+    transport.clear()
+    protocol.dataReceived(b"?abc,de")
+    assert transport.value() == b""
+    protocol.dataReceived(b"f\r")
+    assert transport.value() == b""
+    protocol.dataReceived(b"\n")
+    assert lines(transport) == [b"!abc,ok,def"]
+
+
+def test_replies_keep_request_order_behind_a_slow_backend(clock):
+    protocol, transport, _ = connect(DBProtocolHandler(SlowBackend(clock)), clock)
+    transport.clear()
+    protocol.dataReceived(b"?get-tpi\n?status\n?get-rms\n?version\n")
+    assert transport.value() == b""  # all wait behind get-tpi
+    clock.advance(SlowBackend.delay / 2)  # get-rms is ready, still behind get-tpi
+    assert transport.value() == b""
+    clock.advance(SlowBackend.delay / 2)
+    assert [line.split(b",")[0] for line in lines(transport)] == [
+        b"!get-tpi", b"!status", b"!get-rms", b"!version"]
+    assert lines(transport)[0] == b"!get-tpi,ok,1.0,2.0"
+    transport.clear()
+    protocol.dataReceived(b"?status\n")  # queue drained: answered at once
+    assert lines(transport)[0].startswith(b"!status,ok,")
+
+
+def test_every_line_gets_exactly_one_reply_with_bad_lines_mixed_in(clock):
+    protocol, transport, _ = connect(DBProtocolHandler(Backend(clock)), clock)
+    transport.clear()
+    stream = (b"?status\n\n!status,ok\n??\n?bad\\q\n?foo\n?status,1\n"
+              b"?x\x00y\n\xff\xfe\n?time\n")
+    protocol.dataReceived(stream)
+    replies = lines(transport)
+    assert len(replies) == stream.count(b"\n")
+    assert [reply.split(b",")[1] for reply in replies] == [
+        b"ok", b"invalid", b"invalid", b"invalid", b"invalid", b"invalid", b"fail",
+        b"invalid", b"invalid", b"ok"]
+    for reply in replies:
+        parse_line(reply)  # every reply is grammatical
+
+
+def test_overlong_line_is_answered_invalid_and_connection_lives(clock):
+    protocol, transport, _ = connect(AlwaysOkHandler(), clock, max_line=100)
+    transport.clear()
+    protocol.dataReceived(b"?long," + b"x" * 200 + b"\n?after\n")
+    assert lines(transport) == [b"!long,invalid,line too long: over 100 bytes",
+                                b"!after,ok"]
+    assert not transport.disconnecting
+
+
+def test_overlong_line_without_end_is_discarded_as_it_arrives(clock):
+    protocol, transport, _ = connect(AlwaysOkHandler(), clock, max_line=100)
+    transport.clear()
+    protocol.dataReceived(b"?big," + b"y" * 150)
+    assert lines(transport) == [b"!big,invalid,line too long: over 100 bytes"]
+    for _ in range(1000):  # a megabyte more of the same line
+        protocol.dataReceived(b"z" * 1000)
+        assert len(protocol._buffer) == 0  # pylint: disable=protected-access
+    protocol.dataReceived(b"zzz\r\n?next,1\r\n")
+    assert lines(transport) == [b"!big,invalid,line too long: over 100 bytes",
+                                b"!next,ok,1"]
+
+
+def test_line_exactly_at_the_limit_is_accepted(clock):
+    protocol, transport, _ = connect(AlwaysOkHandler(), clock, max_line=100)
+    transport.clear()
+    line = b"?x," + b"a" * 97
+    assert len(line) == 100
+    for chunk in (line[:60], line[60:] + b"\r", b"\n"):
+        protocol.dataReceived(chunk)
+    assert lines(transport) == [b"!x,ok," + b"a" * 97]
+
+
+def test_overlong_garbage_gets_undefined_name(clock):
+    protocol, transport, _ = connect(AlwaysOkHandler(), clock, max_line=100)
+    transport.clear()
+    protocol.dataReceived(b"\xff" * 300 + b"\n")
+    assert lines(transport) == [b"!undefined,invalid,line too long: over 100 bytes"]
+
+
+def test_non_utf8_bytes_round_trip_and_do_not_break_the_connection(clock):
+    protocol, transport, _ = connect(AlwaysOkHandler(), clock)
+    transport.clear()
+    protocol.dataReceived(b"?echo,caf\xc3\xa9,\xff\xfe\x80\r\n")
+    assert lines(transport) == [b"!echo,ok,caf\xc3\xa9,\xff\xfe\x80"]
+
+
+def test_disconnect_while_a_reply_is_pending_loses_nothing_else(clock):
+    backend = SlowBackend(clock)
+    factory = DBProtocolFactory(DBProtocolHandler(backend), clock=clock)
+    first, second = factory.buildProtocol(None), factory.buildProtocol(None)
+    first_transport, second_transport = StringTransport(), StringTransport()
+    first.makeConnection(first_transport)
+    second.makeConnection(second_transport)
+    first.dataReceived(b"?get-tpi\n?status\n")
+    first.connectionLost(None)
+    assert first not in factory.connections
+    assert not first._queue  # pylint: disable=protected-access
+    first_transport.clear()
+    second_transport.clear()
+    second.dataReceived(b"?get-tpi\n")
+    clock.advance(SlowBackend.delay)
+    assert first_transport.value() == b""  # the late reply went nowhere
+    assert lines(second_transport) == [b"!get-tpi,ok,1.0,2.0"]
+    assert not clock.getDelayedCalls()
+
+
+def test_close_connections_closes_each_and_fires(clock):
+    factory = DBProtocolFactory(AlwaysOkHandler(), clock=clock)
+    protocols = [factory.buildProtocol(None) for _ in range(3)]
+    for protocol in protocols:
+        protocol.makeConnection(StringTransport())
+    closed = factory.close_connections()
+    assert not closed.called
+    for protocol in protocols:
+        assert protocol.transport.disconnecting
+        protocol.connectionLost(None)
+    assert closed.called
+    assert not factory.connections
+    assert protocols[0].close().called  # closing a closed connection is a no-op
+
+
+class RawHandler(Handler):
+    """Answers ``garbage`` with raw bytes and ``bye`` by closing after replying."""
+
+    def handle(self, message):
+        if message.name == "garbage":
+            return RawReply(b"#$%garbage\r\n")
+        if message.name == "bye":
+            return RawReply(b"!bye,ok\r\n", close_after=True)
+        return ok(message.name)
+
+
+def test_raw_replies_are_written_verbatim_and_may_close(clock):
+    protocol, transport, _ = connect(RawHandler(), clock)
+    transport.clear()
+    protocol.dataReceived(b"?garbage\n?x\n?bye\n?never\n")
+    assert transport.value() == b"#$%garbage\r\n!x,ok\r\n!bye,ok\r\n"
+    assert transport.disconnecting
+
+
+def test_raw_reply_close_after_a_pending_reply(clock):
+    class Later(RawHandler):
+        def handle(self, message):
+            if message.name == "later":
+                return task.deferLater(clock, 1, ok, "later")
+            return super().handle(message)
+    protocol, transport, _ = connect(Later(), clock)
+    transport.clear()
+    protocol.dataReceived(b"?later\n?bye\n")
+    assert transport.value() == b""
+    clock.advance(1)
+    assert transport.value() == b"!later,ok\r\n!bye,ok\r\n"
+    assert transport.disconnecting
+
+
+def test_factory_start_and_stop_call_the_handler_hooks():
+    calls = []
+
+    class Hooked(Handler):
+        def start(self):
+            calls.append("start")
+
+        def stop(self):
+            calls.append("stop")
+    factory = DBProtocolFactory(Hooked())
+    factory.startFactory()
+    factory.stopFactory()
+    assert calls == ["start", "stop"]
+
+
+def test_max_line_must_be_sensible():
+    with pytest.raises(ValueError, match="max_line"):
+        DBProtocolFactory(AlwaysOkHandler(), max_line=3)
+
+
+def test_random_chunking_gives_the_same_replies(clock):
+    rng = random.Random(1234)
+    stream = b"".join(rng.choice([b"?status\r\n", b"?get-tpi,0,0\n", b"?nope\n",
+                                  b"garbage\n", b"?version\r\n", b"\n"])
+                      for _ in range(300))
+    expected = None
+    for _ in range(5):
+        protocol, transport, _ = connect(DBProtocolHandler(SlowBackend(clock)), clock)
+        transport.clear()
+        position = 0
+        while position < len(stream):
+            size = rng.randint(1, 40)
+            protocol.dataReceived(stream[position:position + size])
+            position += size
+        clock.advance(SlowBackend.delay)
+        replies = [reply.split(b",")[:2] for reply in lines(transport)]
+        assert len(replies) == stream.count(b"\n")
+        expected = expected or replies
+        assert replies == expected
+
+
+def test_deferred_reply_that_errbacks_still_gives_one_reply_in_order(clock):
+    protocol, transport, _ = connect(AlwaysOkHandler(), clock)
+    transport.clear()
+    broken: defer.Deferred = defer.Deferred()
+    protocol._send(broken)  # pylint: disable=protected-access
+    protocol.dataReceived(b"?after\n")
+    assert transport.value() == b""
+    broken.errback(RuntimeError("boom"))
+    assert lines(transport) == [b"!undefined,fail,internal error: reply lost", b"!after,ok"]
+    assert isinstance(protocol, DBProtocol)

@@ -1,0 +1,186 @@
+"""The Responder: one grammatical reply per line, errors mapped per PROTOCOL.md §3."""
+
+from __future__ import annotations
+
+import pytest
+from twisted.internet import defer, task
+from twisted.logger import globalLogPublisher
+
+from discosbackend.backend import Backend
+from discosbackend.errors import BackendError, HandlerException
+from discosbackend.grammar import Message, ok, parse_line, request
+from discosbackend.handlers import (AlwaysFailHandler, AlwaysOkHandler, AlwaysRaiseHandler,
+                                    DBProtocolHandler, Handler)
+from discosbackend.responder import RawReply, Responder, name_of
+
+
+class Hardware(Backend):
+    """Refuses, breaks and stalls on request."""
+
+    def set_configuration(self, configuration):
+        if configuration == "broken":
+            raise ZeroDivisionError("division by zero, really")
+        if configuration == "refused":
+            raise BackendError("unknown configuration 'refused', try SK00")
+        if configuration == "slow":
+            return defer.Deferred()  # never fires
+        if configuration == "async-refused":
+            return defer.fail(BackendError("hardware-error"))
+        return None
+
+
+@pytest.fixture(name="logged")
+def logged_fixture():
+    events: list[dict] = []
+    globalLogPublisher.addObserver(events.append)
+    yield events
+    globalLogPublisher.removeObserver(events.append)
+
+
+def answer(responder: Responder, line: bytes) -> bytes:
+    result = responder.respond(line)
+    if isinstance(result, defer.Deferred):
+        return responder_result(result)
+    return result
+
+
+def responder_result(deferred: defer.Deferred) -> bytes:
+    results: list[bytes] = []
+    deferred.addCallback(results.append)
+    assert results, "the reply has not fired"
+    return results[0]
+
+
+@pytest.fixture(name="clock")
+def clock_fixture() -> task.Clock:
+    clock = task.Clock()
+    clock.advance(1_700_000_000)
+    return clock
+
+
+@pytest.fixture(name="responder")
+def responder_fixture(clock) -> Responder:
+    return Responder(DBProtocolHandler(Hardware(clock)), clock=clock, timeout=30)
+
+
+@pytest.mark.parametrize("line, reply", [
+    (b"?version", b"!version,ok,1.4\r\n"),
+    (b"", b"!undefined,invalid,empty line\r\n"),
+    (b"status", b"!undefined,invalid,bad message type 's': a line starts with '?' or '!'\r\n"),
+    (b"?9lives", b"!undefined,invalid,bad name '9lives': a name is a letter followed by "
+                 b"letters and digits and '-'\r\n"),
+    (b"?get-tpi,\\q", b"!get-tpi,invalid,unknown escape '\\\\\\\\q' in argument 1 "
+                      b"(use \\\\\\\\ or \\\\t or \\\\;)\r\n"),
+    (b"?status,a\\", b"!status,invalid,lone backslash at end of line\r\n"),
+    (b"?status,\x1b", b"!status,invalid,control character ESC in argument 1\r\n"),
+    (b"!status,ok", b"!status,invalid,requests must start with '?'\r\n"),
+    (b"?frobnicate", b"!frobnicate,invalid,unknown command 'frobnicate'\r\n"),
+    (b"?status,1", b"!status,fail,status takes no arguments (got 1)\r\n"),
+    (b"?set-integration,x", b"!set-integration,fail,invalid integration 'x': "
+                            b"expected an integer >= 0\r\n"),
+    (b"?set-configuration,refused",
+     b"!set-configuration,fail,unknown configuration 'refused'; try SK00\r\n"),
+    (b"?set-configuration,async-refused", b"!set-configuration,fail,hardware-error\r\n"),
+    (b"?get-rms", b"!get-rms,fail,not supported: get-rms\r\n"),
+])
+def test_each_situation_of_section_3(responder, line, reply):
+    data = answer(responder, line)
+    assert data == reply
+    parse_line(data[:-2])
+
+
+def test_unexpected_exception_is_a_short_fail_and_logged(responder, logged):
+    data = answer(responder, b"?set-configuration,broken")
+    assert data == (b"!set-configuration,fail,internal error: ZeroDivisionError: "
+                    b"division by zero; really\r\n")
+    failures = [event for event in logged if event.get("log_failure")]
+    assert failures and failures[0]["log_failure"].check(ZeroDivisionError)
+
+
+def test_slow_backend_times_out_with_timeout_first(responder, clock):
+    pending = responder.respond(b"?set-configuration,slow")
+    assert isinstance(pending, defer.Deferred) and not pending.called
+    clock.advance(29)
+    assert not pending.called
+    clock.advance(1)
+    assert responder_result(pending) == b"!set-configuration,fail,timeout after 30 s\r\n"
+
+
+def test_no_timeout_waits_for_ever(clock):
+    responder = Responder(DBProtocolHandler(Hardware(clock)), clock=clock)
+    pending = responder.respond(b"?set-configuration,slow")
+    clock.advance(10 ** 6)
+    assert not pending.called
+
+
+def test_debug_handlers():
+    assert answer(Responder(AlwaysOkHandler()), b"?x,1,2") == b"!x,ok,1,2\r\n"
+    assert answer(Responder(AlwaysFailHandler()), b"?x,1") == b"!x,fail,always fails\r\n"
+    assert answer(Responder(AlwaysRaiseHandler()), b"?x") == (
+        b"!x,fail,internal error: RuntimeError: always raises\r\n")
+
+
+class Liar(Handler):
+    """Answers with things that are not replies to the request."""
+
+    def handle(self, message):
+        if message.name == "other":
+            return ok("different")
+        if message.name == "request":
+            return request("request")
+        if message.name == "none":
+            return None
+        if message.name == "unsendable":
+            return ok("unsendable", "\udc80\ud800")
+        if message.name == "raw":
+            return RawReply(b"anything\r\n")
+        if message.name == "empty-reason":
+            raise HandlerException()
+        return ok(message.name)
+
+
+@pytest.mark.parametrize("line, reply", [
+    (b"?other", b"!other,fail,internal error: the handler gave no reply\r\n"),
+    (b"?request", b"!request,fail,internal error: the handler gave no reply\r\n"),
+    (b"?none", b"!none,fail,internal error: the handler gave no reply\r\n"),
+    (b"?unsendable", b"!unsendable,fail,internal error: unrepresentable reply\r\n"),
+    (b"?raw", b"anything\r\n"),
+    (b"?empty-reason", b"!empty-reason,fail,HandlerException\r\n"),
+])
+def test_handler_answers_that_are_not_replies(line, reply):
+    assert answer(Responder(Liar()), line) == reply
+
+
+def test_greeting_is_the_version_reply(responder):
+    assert responder.greeting() == b"!version,ok,1.4\r\n"
+
+
+def test_too_long_names_the_request_when_it_can():
+    responder = Responder(AlwaysOkHandler())
+    assert responder.too_long(b"?set-filename,/very/long", 10) == (
+        b"!set-filename,invalid,line too long: over 10 bytes\r\n")
+    assert name_of(b"?" + b"a" * 500) == "undefined"  # name cut short: unreadable
+    assert name_of(b"\xff\xfe") == "undefined"
+
+
+def test_log_requests_logs_request_and_reply_at_debug(clock, logged):
+    responder = Responder(DBProtocolHandler(Hardware(clock)), clock=clock, log_requests=True)
+    answer(responder, b"?version")
+    texts = [event["log_format"] for event in logged if event.get("log_namespace", "")
+             .startswith("discosbackend.responder")]
+    assert texts == ["request {request}", "reply {reply}"]
+
+
+def test_no_request_logging_by_default(responder, logged):
+    answer(responder, b"?version")
+    assert not [event for event in logged
+                if event.get("log_namespace", "").startswith("discosbackend")]
+
+
+def test_reply_reasons_keep_every_reply_grammatical():
+    class Chatty(Handler):
+        def handle(self, message: Message):
+            raise HandlerException("line one,\r\nline two\x00\x1b, done")
+    data = answer(Responder(Chatty()), b"?x")
+    assert data == b"!x,fail,line one; line two ; done\r\n"
+    assert parse_line(data).arguments == ["line one; line two ; done"]

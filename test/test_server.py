@@ -1,0 +1,303 @@
+"""Loopback integration: real sockets on port 0, the reactor driven by pytest-twisted."""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import pytest_twisted
+from twisted.internet import defer, reactor
+from twisted.internet.endpoints import TCP4ClientEndpoint, UNIXClientEndpoint, connectProtocol
+from twisted.internet.error import CannotListenError
+from twisted.internet.protocol import Protocol
+
+from discosbackend import server
+from discosbackend.backend import Backend
+from discosbackend.errors import BackendError
+from discosbackend.grammar import parse_line
+from discosbackend.handlers import DBProtocolHandler
+
+
+class SessionBackend(Backend):
+    """Just enough state for the session of PROTOCOL.md §6."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.configuration = "unconfigured"
+        self.integration = 0
+        self.calls: list[tuple] = []
+
+    def get_configuration(self):
+        return self.configuration
+
+    def set_configuration(self, configuration):
+        self.configuration = configuration
+
+    def get_integration(self):
+        return self.integration
+
+    def set_integration(self, integration):
+        self.integration = integration
+
+    def set_section(self, *arguments):
+        self.calls.append(("set-section",) + arguments)
+
+    def cal_on(self, interleave):
+        self.calls.append(("cal-on", interleave))
+
+    def get_tpi(self, frequency=None, bandwidth=None):
+        return [903.21, 1240.57]
+
+    def set_filename(self, filename):
+        if self.acquiring:
+            raise BackendError("busy acquiring")
+        self.calls.append(("set-filename", filename))
+
+
+class LineCollector(Protocol):
+    """Collects reply lines; ``wait(n)`` fires once ``n`` lines are in."""
+
+    def __init__(self) -> None:
+        self.data = b""
+        self.lost: defer.Deferred = defer.Deferred()
+        self._waiting: list[tuple[int, defer.Deferred]] = []
+
+    @property
+    def lines(self) -> list[bytes]:
+        return self.data.split(b"\r\n")[:-1]
+
+    def dataReceived(self, data: bytes) -> None:
+        self.data += data
+        self._check()
+
+    def connectionLost(self, reason=None) -> None:
+        self.lost.callback(None)
+
+    def wait(self, count: int) -> defer.Deferred:
+        waiter: defer.Deferred = defer.Deferred()
+        self._waiting.append((count, waiter))
+        self._check()
+        return waiter.addTimeout(10, reactor)
+
+    def _check(self) -> None:
+        for count, waiter in list(self._waiting):
+            if len(self.lines) >= count:
+                self._waiting.remove((count, waiter))
+                waiter.callback(self.lines[:count])
+
+
+@pytest_twisted.inlineCallbacks
+def serve(backend=None, **options):
+    port = yield server.listen(0, DBProtocolHandler(backend or SessionBackend()),
+                               interface="127.0.0.1", **options)
+    return port
+
+
+def connect_to(port) -> defer.Deferred:
+    endpoint = TCP4ClientEndpoint(reactor, "127.0.0.1", port.getHost().port)
+    return connectProtocol(endpoint, LineCollector())
+
+
+@pytest_twisted.inlineCallbacks
+def test_full_subscan_session_of_the_real_client():
+    backend = SessionBackend()
+    port = yield serve(backend)
+    try:
+        client = yield connect_to(port)
+        greeting = yield client.wait(1)
+        assert greeting == [b"!version,ok,1.4"]
+        session = [
+            (b"?set-configuration,SK00", b"!set-configuration,ok"),
+            (b"?set-integration,40", b"!set-integration,ok"),
+            (b"?set-section,0,100,1500,0,0,3000,1024", b"!set-section,ok"),
+            (b"?cal-on,10", b"!cal-on,ok"),
+            (b"?get-tpi,0,0", b"!get-tpi,ok,903.21,1240.57"),
+            (b"?status", None),
+            (b"?start", b"!start,ok"),
+            (b"?status", None),
+            (b"?stop", b"!stop,ok"),
+            (b"?set-filename,/archive/data/20250110/20250110-101012-P-Src_001_001.fits",
+             b"!set-filename,ok"),
+            (b"?get-configuration", b"!get-configuration,ok,SK00"),
+            (b"?get-integration", b"!get-integration,ok,40"),
+        ]
+        for number, (request, expected) in enumerate(session, 2):
+            client.transport.write(request + b"\r\n")  # lockstep, like DISCOS
+            replies = yield client.wait(number)
+            if expected is not None:
+                assert replies[-1] == expected
+        statuses = [line for line in client.lines if line.startswith(b"!status")]
+        assert statuses[0].endswith(b",ok,0") and statuses[1].endswith(b",ok,1")
+        seconds = statuses[0].split(b",")[2]
+        assert len(seconds.split(b".")[1]) == 7
+        assert abs(float(seconds) - reactor.seconds()) < 60
+        assert ("set-section", 0, 100.0, 1500.0, 0, "0", 3000.0, 1024) in backend.calls
+        client.transport.loseConnection()
+        yield client.lost
+    finally:
+        yield server.stop(port)
+
+
+@pytest_twisted.inlineCallbacks
+def test_pipelined_requests_are_answered_in_order_across_clients():
+    port = yield serve()
+    try:
+        clients = yield defer.gatherResults([connect_to(port) for _ in range(4)])
+        for index, client in enumerate(clients):
+            client.transport.write(b"".join(b"?set-configuration,C%d-%d\n?get-configuration\n"
+                                            % (index, n) for n in range(50)))
+        for client in clients:
+            yield client.wait(101)
+            assert len(client.lines) == 101
+            assert all(line in (b"!set-configuration,ok",) or line.startswith(
+                b"!get-configuration,ok,C") or line == b"!version,ok,1.4"
+                for line in client.lines)
+    finally:
+        yield server.stop(port)
+
+
+@pytest_twisted.inlineCallbacks
+def test_fuzz_junk_in_random_chunks_gets_one_grammatical_reply_per_line():
+    rng = random.Random(20261120)
+    port = yield serve(max_line=2048)
+    try:
+        client = yield connect_to(port)
+        yield client.wait(1)
+        alphabet = b"?!,\\tabcdefgh-0123456789 \t\r\x00\x1b\xff\xc3\xa9"
+        junk_lines = []
+        for _ in range(400):
+            kind = rng.random()
+            if kind < 0.3:
+                line = rng.choice([b"?status", b"?get-tpi,0,0", b"?version", b"?start",
+                                   b"?stop", b"?cal-on,5", b"?set-integration,-1"])
+            elif kind < 0.95:
+                line = bytes(rng.choice(alphabet) for _ in range(rng.randint(0, 60)))
+            else:
+                line = b"?" + bytes(rng.randrange(256) for _ in range(rng.randint(2100, 5000)))
+            junk_lines.append(line.replace(b"\n", b""))
+        stream = b"".join(line + rng.choice([b"\n", b"\r\n"]) for line in junk_lines)
+        position = 0
+        while position < len(stream):
+            size = rng.randint(1, 700)
+            client.transport.write(stream[position:position + size])
+            position += size
+        replies = yield client.wait(1 + len(junk_lines))
+        for reply in replies:
+            message = parse_line(reply)
+            assert message.is_reply()
+        assert not client.lost.called
+        client.transport.write(b"?version\n")
+        replies = yield client.wait(2 + len(junk_lines))
+        assert replies[-1] == b"!version,ok,1.4"
+        assert len(client.lines) == 2 + len(junk_lines)
+    finally:
+        yield server.stop(port)
+
+
+@pytest_twisted.inlineCallbacks
+def test_unix_socket_endpoint(tmp_path):
+    path = str(tmp_path / "backend.sock")
+    port = yield server.listen(f"unix:{path}", DBProtocolHandler(SessionBackend()))
+    try:
+        client = yield connectProtocol(UNIXClientEndpoint(reactor, path), LineCollector())
+        greeting = yield client.wait(1)
+        assert greeting == [b"!version,ok,1.4"]
+        client.transport.loseConnection()
+        yield client.lost
+    finally:
+        yield server.stop(port)
+
+
+@pytest_twisted.inlineCallbacks
+def test_stop_closes_connections_and_calls_handler_stop():
+    closed = []
+
+    class Closing(SessionBackend):
+        def close(self):
+            closed.append(True)
+            super().close()
+    port = yield serve(Closing())
+    client = yield connect_to(port)
+    yield client.wait(1)
+    yield server.stop(port)
+    yield client.lost
+    assert closed == [True]
+
+
+@pytest_twisted.inlineCallbacks
+def test_port_in_use_fails_the_deferred():
+    port = yield serve()
+    try:
+        with pytest.raises(CannotListenError):
+            yield server.listen(port.getHost().port, DBProtocolHandler(SessionBackend()),
+                                interface="127.0.0.1")
+    finally:
+        yield server.stop(port)
+
+
+@pytest.mark.parametrize("where, interface, description", [
+    (8978, None, "tcp:8978"),
+    ("8978", "127.0.0.1", "tcp:8978:interface=127.0.0.1"),
+    (0, "::1", "tcp:0:interface=\\:\\:1"),
+    ("tcp:9000:interface=127.0.0.1", None, "tcp:9000:interface=127.0.0.1"),
+    ("unix:/tmp/x.sock", None, "unix:/tmp/x.sock"),
+])
+def test_endpoint_description(where, interface, description):
+    assert server.endpoint_description(where, interface) == description
+
+
+@pytest.mark.parametrize("where, interface", [(70000, None), ("unix:/x", "127.0.0.1")])
+def test_endpoint_description_errors(where, interface):
+    with pytest.raises(ValueError):
+        server.endpoint_description(where, interface)
+
+
+def test_bad_endpoint_string_raises_value_error():
+    with pytest.raises(ValueError):
+        server.listen("nonsense:1:2", DBProtocolHandler(SessionBackend()))
+
+
+RUN_SERVER = textwrap.dedent("""
+    import sys
+    from twisted.internet import reactor
+    from discosbackend import server
+    from discosbackend.backend import Backend
+    from discosbackend.handlers import DBProtocolHandler
+
+    class Noisy(Backend):
+        def close(self):
+            print("handler stopped", flush=True)
+
+    def report():
+        print("running", flush=True)
+    reactor.callWhenRunning(report)
+    server.run_server(sys.argv[1], DBProtocolHandler(Noisy()))
+    print("clean exit", flush=True)
+""")
+
+
+def test_run_server_stops_cleanly_on_sigterm():
+    process = subprocess.Popen([sys.executable, "-c", RUN_SERVER, "tcp:0:interface=127.0.0.1"],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert process.stdout.readline().strip() == "running"
+        os.kill(process.pid, signal.SIGTERM)
+        out, err = process.communicate(timeout=20)
+    finally:
+        process.kill()
+    assert process.returncode == 0, err
+    assert out.split() == ["handler", "stopped", "clean", "exit"]
+
+
+def test_run_server_raises_when_it_cannot_listen():
+    script = RUN_SERVER.replace('print("clean exit", flush=True)', "")
+    with subprocess.Popen([sys.executable, "-c", script, "tcp:0:interface=192.0.2.1"],
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as process:
+        _, err = process.communicate(timeout=20)
+    assert process.returncode != 0
+    assert "CannotListenError" in err

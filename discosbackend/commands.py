@@ -12,8 +12,10 @@ Backends add their own commands with the :func:`command` decorator.
 from __future__ import annotations
 
 import math
+from operator import call
 import re
 from dataclasses import dataclass
+from functools import cached_property
 from decimal import Decimal
 from fractions import Fraction
 from typing import Any, Callable, Iterable, Sequence, TypeVar
@@ -117,7 +119,10 @@ def _parse_word(text: str) -> str:
 
 
 def _format_word(value: Any) -> str:
-    return _parse_word(str(value))
+    text = str(value)
+    if text.isalnum():  # the usual case, e.g. "ok"
+        return text
+    return _parse_word(text)
 
 
 def _parse_boolean(text: str) -> bool:
@@ -137,6 +142,8 @@ def _format_boolean(value: Any) -> str:
 
 
 def _format_timestamp(value: Any) -> str:
+    if value.__class__ is float and 0.0 <= value < math.inf:
+        return f"{value:.7f}"  # the hot path: time.time() or reactor.seconds()
     if not isinstance(value, (int, float, Decimal, Fraction, Time)):
         raise ValueError(value)
     return timediscos.format_reply_timestamp(value)
@@ -212,7 +219,7 @@ class Command:
     summary: str = ""
     changes_state: bool = False
 
-    @property
+    @cached_property
     def required(self) -> int:
         """How many arguments a request must carry at least."""
         return sum(1 for argument in self.arguments if not argument.optional)
@@ -223,15 +230,22 @@ class Command:
         Optional arguments left off are filled in with their default when
         they have one.  Raises :class:`ArgumentError` with the reason.
         """
-        count = len(texts)
-        if not self.required <= count <= len(self.arguments):
-            raise ArgumentError(self._count_error(count))
-        values = [argument.parse(text) for argument, text in zip(self.arguments, texts)]
-        for argument in self.arguments[count:]:
+        if not texts and not self.required:
+            values: list[Any] = []
+        else:
+            count = len(texts)
+            if not self.required <= count <= len(self.arguments):
+                raise ArgumentError(self._count_error(count))
+            values = [argument.parse(text) for argument, text in zip(self.arguments, texts)]
+        for argument in self.arguments[len(values):]:
             if argument.default is None:
                 break
             values.append(argument.default)
         return values
+
+    @cached_property
+    def _formatters(self) -> tuple[Callable[[Any], str], ...]:
+        return tuple(value.kind.format for value in self.reply)
 
     def _count_error(self, count: int) -> str:
         most = len(self.arguments)
@@ -250,26 +264,23 @@ class Command:
         does not have the declared shape.
         """
         if result is None:
-            values: list[Any] = []
+            values: Sequence[Any] = ()
         elif isinstance(result, (list, tuple)):
-            values = list(result)
+            values = result
         else:
-            values = [result]
-        shape = self.reply
-        if not shape:
+            values = (result,)
+        if not self.reply:
             return []  # the command has nothing to report: ignore extras
-        if shape[-1].repeated:
-            fixed = len(shape) - 1
+        formatters = self._formatters
+        if self.reply[-1].repeated:
+            fixed = len(formatters) - 1
             if len(values) < fixed:
                 raise ArgumentError(self._shape_error(len(values)))
-            kinds = [value.kind for value in shape[:-1]]
-            kinds += [shape[-1].kind] * (len(values) - fixed)
-        else:
-            if len(values) != len(shape):
-                raise ArgumentError(self._shape_error(len(values)))
-            kinds = [value.kind for value in shape]
+            formatters = formatters[:fixed] + formatters[fixed:] * (len(values) - fixed)
+        elif len(values) != len(formatters):
+            raise ArgumentError(self._shape_error(len(values)))
         try:
-            return [kind.format(value) for kind, value in zip(kinds, values)]
+            return list(map(call, formatters, values))
         except (ValueError, TypeError, ArithmeticError) as error:
             raise ArgumentError(
                 f"backend returned a bad value for {self.name}: {error!s}") from None

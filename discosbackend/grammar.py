@@ -123,7 +123,7 @@ class Message:
             raise GrammarException(
                 f"bad message type {_show(str(message_type))}: "
                 f"use '{REQUEST}' or '{REPLY}'")
-        if not isinstance(name, str) or not is_valid_name(name):
+        if not (_NAME_CACHE.get(name) or isinstance(name, str) and is_valid_name(name)):
             raise GrammarException(
                 f"bad name {_show(str(name))}: a name is a letter followed by "
                 "letters and digits and '-'")
@@ -137,8 +137,15 @@ class Message:
                                    name)
         else:
             code = None
-        checked = [_check_argument(argument, position)
-                   for position, argument in enumerate(arguments or (), 1)]
+        checked = list(arguments) if arguments else []
+        try:
+            text = "".join(checked)
+            representable = text.isprintable() or _CONTROL_RE.search(text) is None
+        except TypeError:
+            representable = False
+        if not representable:  # find the culprit, for the error message
+            for position, argument in enumerate(checked, 1):
+                _check_argument(argument, position)
         self._message_type = message_type
         self._name = name
         self._code = code
@@ -373,6 +380,13 @@ def reply(name: str, code: str, *arguments: str) -> Message:
 
 def ok(name: str, *values: str) -> Message:
     """Build the ``ok`` reply to command ``name`` with its ``values``."""
+    try:
+        text = "".join(values)
+    except TypeError:
+        text = "\n"  # not all str: let the constructor explain
+    if _NAME_CACHE.get(name) and (text.isprintable() or _CONTROL_RE.search(text) is None):
+        # The hot path of every server: skip the constructor's other checks.
+        return _trusted_message(REPLY, name, OK, list(values))
     return Message(REPLY, name, OK, values)
 
 

@@ -11,6 +11,7 @@ debugging and tests.
 from __future__ import annotations
 
 import inspect
+from types import CoroutineType
 from typing import Any, Callable
 
 from twisted.internet.defer import Deferred
@@ -29,6 +30,8 @@ __all__ = ["Handler", "HandlerException", "DBProtocolHandler", "AlwaysOkHandler"
 Reply = Message | Deferred
 
 _log = Logger()
+#: Result types that are surely not Deferreds or coroutines (a quick check).
+_PLAIN_RESULTS = frozenset((tuple, list, type(None), str, int, float, bool))
 
 
 class Handler:
@@ -130,10 +133,11 @@ class DBProtocolHandler(Handler):
             # An older backend (get_tpi(self)) takes fewer optional values.
             values = values[:max(limit, command.required)]
         result = method(*values)
-        if inspect.isawaitable(result) and not isinstance(result, Deferred):
-            result = Deferred.fromCoroutine(result)
-        if isinstance(result, Deferred):
-            return result.addCallback(self._reply, command)
+        if result.__class__ not in _PLAIN_RESULTS:
+            if isinstance(result, Deferred):
+                return result.addCallback(self._reply, command)
+            if result.__class__ is CoroutineType:
+                return Deferred.fromCoroutine(result).addCallback(self._reply, command)
         return self._reply(result, command)
 
     @staticmethod

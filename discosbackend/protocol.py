@@ -90,15 +90,25 @@ class DBProtocol(Protocol):
         lines = (self._buffer + data).split(b"\n") if self._buffer else data.split(b"\n")
         self._buffer = lines.pop()
         respond = self.factory.responder.respond
+        ready: list[bytes] = []  # plain replies, written together at the end
         for line in lines:
             if line[-1:] == b"\r":
                 line = line[:-1]
             if len(line) > limit:
-                self._send(self.factory.responder.too_long(line, limit))
+                answer = self.factory.responder.too_long(line, limit)
             else:
-                self._send(respond(line))
+                answer = respond(line)
+            if answer.__class__ is bytes and not self._queue:
+                ready.append(answer)
+                continue
+            if ready:
+                self.transport.write(b"".join(ready))
+                ready = []
+            self._send(answer)
             if not self._open:
                 return
+        if ready:
+            self.transport.write(b"".join(ready))
         if len(self._buffer) > limit + 1:  # + 1: the CR of a CR LF may be there
             self._send(self.factory.responder.too_long(self._buffer, limit))
             self._buffer = b""

@@ -19,8 +19,9 @@ from twisted.python.failure import Failure
 
 from discosbackend.commands import VERSION, reason_text
 from discosbackend.errors import HandlerException
-from discosbackend.grammar import (FAIL, INVALID, UNDEFINED_NAME, GrammarException, Message,
-                                   parse_line, reply, serialize_line)
+from discosbackend.grammar import (ENCODING, ENCODING_ERRORS, EOL, FAIL, INVALID,
+                                   UNDEFINED_NAME, GrammarException, Message, parse_message,
+                                   reply, serialize_line)
 from discosbackend.handlers import Handler
 
 __all__ = ["Responder", "ReplyBytes", "RawReply"]
@@ -94,7 +95,7 @@ class Responder:
     def respond(self, line: bytes) -> ReplyBytes:
         """The reply to ``line`` (without its line end): bytes, or a Deferred of them."""
         try:
-            message = parse_line(line)
+            message = parse_message(line.decode(ENCODING, ENCODING_ERRORS))
         except GrammarException as error:
             return _error_reply(error.name or UNDEFINED_NAME, INVALID, error.reason)
         if not message.is_request():
@@ -117,18 +118,18 @@ class Responder:
         return _error_reply(name_of(start), INVALID, f"line too long: over {limit} bytes")
 
     def _answered(self, answer: Any, request: Message) -> bytes:
-        if isinstance(answer, RawReply):
+        if answer.__class__ is RawReply:
             return answer
-        if not isinstance(answer, Message) or not answer.is_correct_reply(request):
+        if not (isinstance(answer, Message) and answer.is_correct_reply(request)):
             _log.error("handler {handler!r} answered {request} with {answer!r}, "
                        "which is not a reply to it", handler=self.handler,
                        request=str(request), answer=answer)
             return _error_reply(request.name, FAIL, "internal error: the handler gave no reply")
         try:
-            data = serialize_line(answer)
-        except GrammarException as error:
-            _log.error("handler reply to {request} cannot be sent: {reason}",
-                       request=str(request), reason=error.reason)
+            data = (str(answer) + EOL).encode(ENCODING, ENCODING_ERRORS)
+        except (GrammarException, UnicodeEncodeError) as error:
+            _log.error("handler reply to {request} cannot be sent: {error}",
+                       request=str(request), error=error)
             return _error_reply(request.name, FAIL, "internal error: unrepresentable reply")
         if self.log_requests:
             _log.debug("reply {reply}", reply=data.decode("utf-8", "replace").rstrip())

@@ -1,0 +1,322 @@
+"""``discos-backend serve``: serve the backend simulator, or your own backend.
+
+With no ``--backend`` it serves :class:`~discosbackend.simulator.BackendSimulator`
+and opens a control endpoint (loopback only by default) that injects faults
+into it.  It prints one line saying what it serves and where, logs to
+stderr, and stops cleanly on Ctrl-C or SIGTERM.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import re
+import sys
+from dataclasses import dataclass
+from typing import Any, TextIO
+
+from twisted.internet import defer
+from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
+from twisted.internet.error import CannotListenError
+from twisted.internet.interfaces import IListeningPort
+from twisted.logger import (FilteringLogObserver, Logger, LogLevel, LogLevelFilterPredicate,
+                            PredicateResult, globalLogBeginner, textFileLogObserver)
+from twisted.python.failure import Failure
+
+from discosbackend import server
+from discosbackend.backend import Backend
+from discosbackend.cli import CommandLineError
+from discosbackend.commands import COMMANDS
+from discosbackend.faults import ControlHandler
+from discosbackend.handlers import DBProtocolHandler, Handler
+from discosbackend.protocol import DEFAULT_MAX_LINE
+from discosbackend.simulator import BackendSimulator, SimulatorHandler
+
+__all__ = ["add_parser", "run", "load_backend", "Setup", "build", "serve",
+           "describe_address", "DEFAULT_SECTIONS", "LOOPBACK"]
+
+#: Sections of the simulator when ``--sections`` is not given.
+DEFAULT_SECTIONS = 2
+#: Where the public port (by default) and the control port listen.
+LOOPBACK = "127.0.0.1"
+_AUTO = "auto"
+_OFF = ("none", "off")
+_TCP_PORT_RE = re.compile(r"tcp6?:(?:port=)?([0-9]+)(?::|$)")
+_METHODS = tuple(command.method for command in COMMANDS.values() if command.method)
+_log = Logger()
+
+
+def _port(text: str) -> int:
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid port {text!r}") from None
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"port {port} out of range 0..65535")
+    return port
+
+
+def _control_port(text: str) -> int | str | None:
+    if text.lower() in _OFF:
+        return None
+    if text.lower() == _AUTO:
+        return _AUTO
+    return _port(text)
+
+
+def _positive(kind: type) -> Any:
+    def parse(text: str) -> Any:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"invalid number {text!r}") from None
+        if not value > 0 or value == float("inf"):
+            raise argparse.ArgumentTypeError(f"{text!r} must be a positive number")
+        return value
+    return parse
+
+
+def add_parser(subparsers: Any) -> argparse.ArgumentParser:
+    """Add the ``serve`` subcommand."""
+    parser = subparsers.add_parser(
+        "serve", help="serve the backend simulator (or your own backend)",
+        description="Serve a DISCOS backend: the simulator unless --backend is given. "
+                    "Prints one line with the addresses once listening; stops on "
+                    "Ctrl-C or SIGTERM.")
+    parser.add_argument("--port", type=_port, default=server.DEFAULT_PORT,
+                        help="TCP port to listen on, 0 for any free one "
+                             f"(default {server.DEFAULT_PORT})")
+    parser.add_argument("--interface", default=LOOPBACK,
+                        help=f"address to listen on (default {LOOPBACK}; 0.0.0.0 for all)")
+    parser.add_argument("--endpoint", metavar="STRING",
+                        help="Twisted endpoint string to listen on instead of --port and "
+                             "--interface, e.g. tcp:8978:interface=0.0.0.0 or "
+                             "unix:/tmp/backend.sock")
+    parser.add_argument("--backend", metavar="MODULE:CLASS",
+                        help="serve this backend class (created with no arguments) "
+                             "instead of the simulator; the current directory is importable")
+    parser.add_argument("--sections", type=_positive(int), metavar="N",
+                        help=f"sections of the simulator (default {DEFAULT_SECTIONS})")
+    parser.add_argument("--control-port", type=_control_port, default=_AUTO, metavar="N",
+                        help="fault-injection control port of the simulator: default the "
+                             "public port + 1 (any free port when that is 0); 0 for any free "
+                             "port; 'none' to disable")
+    parser.add_argument("--control-interface", default=LOOPBACK, metavar="ADDRESS",
+                        help=f"address the control port listens on (default {LOOPBACK})")
+    parser.add_argument("--max-line", type=_positive(int), default=DEFAULT_MAX_LINE,
+                        metavar="BYTES",
+                        help=f"longest request line accepted (default {DEFAULT_MAX_LINE})")
+    parser.add_argument("--timeout", type=_positive(float), metavar="S",
+                        help="answer fail when the backend takes longer than S seconds")
+    parser.add_argument("-v", "--verbose", action="store_true",
+                        help="log debug messages and every request and reply")
+    parser.set_defaults(run=run)
+    return parser
+
+
+def load_backend(spec: str) -> type:
+    """Import the backend class named ``module:Class`` (``Class`` may be dotted).
+
+    Raises :class:`CommandLineError` when the module or the attribute is
+    missing, or the object is not a class with any command method.
+    """
+    module_name, colon, attribute = spec.partition(":")
+    if not colon or not module_name or not attribute:
+        raise CommandLineError(f"--backend {spec!r}: use module:Class")
+    if os.getcwd() not in sys.path and "" not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    try:
+        target: Any = importlib.import_module(module_name)
+    except ModuleNotFoundError as error:
+        raise CommandLineError(f"--backend {spec!r}: no module named {error.name!r}") from None
+    except Exception as error:  # pylint: disable=broad-except
+        raise CommandLineError(f"--backend {spec!r}: cannot import {module_name!r}: "
+                               f"{type(error).__name__}: {error}") from None
+    for part in attribute.split("."):
+        try:
+            target = getattr(target, part)
+        except AttributeError:
+            raise CommandLineError(
+                f"--backend {spec!r}: {module_name!r} has no attribute {attribute!r}") from None
+    if not isinstance(target, type):
+        raise CommandLineError(f"--backend {spec!r}: not a class")
+    if not issubclass(target, Backend) and not any(
+            callable(getattr(target, method, None)) for method in _METHODS):
+        raise CommandLineError(f"--backend {spec!r}: not a backend (no command methods; "
+                               "subclass discosbackend.backend.Backend)")
+    return target
+
+
+@dataclass
+class Setup:
+    """What ``serve`` will serve, and where (endpoint descriptions)."""
+
+    backend: Any
+    handler: Handler
+    public: str
+    control: str | None = None
+    control_handler: Handler | None = None
+    max_line: int = DEFAULT_MAX_LINE
+    timeout: float | None = None
+    verbose: bool = False
+
+    def describe(self) -> str:
+        """What is served, e.g. ``BackendSimulator (2 sections)``."""
+        describe = getattr(self.backend, "describe", None)
+        return describe() if callable(describe) else type(self.backend).__name__
+
+
+def _requested_port(args: argparse.Namespace) -> int | None:
+    if args.endpoint is None:
+        return int(args.port)
+    match = _TCP_PORT_RE.match(args.endpoint)
+    return int(match.group(1)) if match else None
+
+
+def _control_description(args: argparse.Namespace) -> str | None:
+    port = args.control_port
+    if port == _AUTO:
+        public = _requested_port(args)
+        if public is None:
+            return None
+        if public == 65535:
+            raise CommandLineError("no default control port after 65535: give --control-port")
+        port = public + 1 if public else 0
+    if port is None:
+        return None
+    return server.endpoint_description(port, args.control_interface)
+
+
+def build(args: argparse.Namespace) -> Setup:
+    """Check the arguments and create the backend and handlers.
+
+    Raises :class:`CommandLineError` on anything wrong.
+    """
+    if args.endpoint is not None:
+        public = args.endpoint
+    else:
+        public = server.endpoint_description(args.port, args.interface)
+    if args.backend is None:
+        cls: type = BackendSimulator
+    else:
+        cls = load_backend(args.backend)
+    simulated = issubclass(cls, BackendSimulator)
+    if args.sections is not None and not simulated:
+        raise CommandLineError("--sections applies to the simulator only")
+    try:
+        backend = cls(sections=args.sections or DEFAULT_SECTIONS) if simulated else cls()
+    except Exception as error:  # pylint: disable=broad-except
+        raise CommandLineError(f"cannot create {cls.__name__}: "
+                               f"{type(error).__name__}: {error}") from None
+    setup = Setup(backend, SimulatorHandler(backend) if simulated else DBProtocolHandler(backend),
+                  public, max_line=args.max_line, timeout=args.timeout, verbose=args.verbose)
+    if simulated:
+        setup.control = _control_description(args)
+        if setup.control is not None:
+            setup.control_handler = ControlHandler(backend.faults)
+    elif args.control_port not in (_AUTO, None):
+        raise CommandLineError("--control-port applies to the simulator only")
+    return setup
+
+
+def describe_address(address: Any) -> str:
+    """A listening address as text: ``tcp:127.0.0.1:8978``, ``unix:/path``..."""
+    if isinstance(address, IPv4Address):
+        return f"tcp:{address.host}:{address.port}"
+    if isinstance(address, IPv6Address):
+        return f"tcp6:[{address.host}]:{address.port}"
+    if isinstance(address, UNIXAddress):
+        name = address.name
+        return "unix:" + (name.decode("utf-8", "replace") if isinstance(name, bytes)
+                          else str(name))
+    return str(address)
+
+
+def _not_factory_noise(event: dict[str, Any]) -> PredicateResult:
+    """Drop Twisted's "Starting/Stopping factory <object at 0x...>" lines."""
+    text = str(event.get("log_format") or "")
+    if text.startswith(("Starting factory", "Stopping factory")):
+        return PredicateResult.no
+    return PredicateResult.maybe
+
+
+def _begin_logging(verbose: bool) -> None:
+    level = LogLevel.debug if verbose else LogLevel.info
+    predicates: list[Any] = [LogLevelFilterPredicate(defaultLogLevel=level)]
+    if not verbose:
+        predicates.append(_not_factory_noise)
+    observer = FilteringLogObserver(textFileLogObserver(sys.stderr), predicates)
+    globalLogBeginner.beginLoggingTo([observer], redirectStandardIO=False)
+
+
+def _listen_error(failure: Failure, description: str) -> str:
+    error = failure.value
+    if isinstance(error, CannotListenError):
+        reason = error.socketError
+        text = getattr(reason, "strerror", None) or str(reason)
+        return f"cannot listen on {description}: {text}"
+    return f"cannot listen on {description}: {failure.getErrorMessage()}"
+
+
+def serve(setup: Setup, reactor: Any = None, out: TextIO | None = None) -> int:
+    """Listen as ``setup`` says and run the reactor until it stops; returns 0.
+
+    Prints the "serving" line to ``out`` (stdout) once listening.  Raises
+    :class:`CommandLineError` if an endpoint is bad or cannot be bound.
+    """
+    if reactor is None:
+        from twisted.internet import reactor as default_reactor
+        reactor = default_reactor
+    out = out if out is not None else sys.stdout
+    wanted = [(setup.public, setup.handler, setup.timeout)]
+    if setup.control is not None and setup.control_handler is not None:
+        wanted.append((setup.control, setup.control_handler, None))
+    starting = []
+    for description, handler, timeout in wanted:
+        try:
+            starting.append(server.listen(description, handler, max_line=setup.max_line,
+                                          timeout=timeout, log_requests=setup.verbose,
+                                          reactor=reactor))
+        except ValueError as error:
+            raise CommandLineError(f"bad endpoint {description!r}: {error}") from None
+    ports: list[IListeningPort] = []
+    problems: list[str] = []
+
+    def one_failed(failure: Failure, description: str) -> None:
+        problems.append(_listen_error(failure, description))
+
+    for (description, _, _), deferred in zip(wanted, starting):
+        deferred.addCallbacks(ports.append, one_failed, errbackArgs=(description,))
+
+    def listening(_: Any) -> None:
+        if problems:
+            for port in ports:
+                port.stopListening()
+            if reactor.running:
+                reactor.stop()
+            return
+        line = (f"discos-backend: serving {setup.describe()} on "
+                f"{describe_address(ports[0].getHost())}")
+        if len(ports) > 1:
+            line += f"; control on {describe_address(ports[1].getHost())}"
+        print(line, file=out, flush=True)
+        _begin_logging(setup.verbose)
+        reactor.addSystemEventTrigger("before", "shutdown", _stop_all, ports)
+
+    defer.DeferredList(starting).addCallback(listening)
+    if not problems:
+        reactor.run()
+    if problems:
+        raise CommandLineError(problems[0])
+    return 0
+
+
+def _stop_all(ports: list[IListeningPort]) -> defer.Deferred:
+    _log.info("stopping")
+    return defer.gatherResults([server.stop(port) for port in ports])
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run ``discos-backend serve`` with parsed ``args``."""
+    return serve(build(args))

@@ -192,9 +192,9 @@ class Backend:
     def start(self, timestamp: Time | None = None) -> None:
         """``start``: acquire now, or at ``timestamp``.
 
-        A new time-tagged start replaces a pending one.  Fails if already
-        acquiring (with no stop pending before the new start) or if the time
-        is already past.
+        A new time-tagged start replaces a pending one (and drops a pending
+        stop that would come before it).  Fails if already acquiring (with no
+        stop pending before the new start) or if the time is already past.
         """
         if timestamp is None:
             if self._acquiring:
@@ -205,10 +205,15 @@ class Backend:
                 self._pending_start = None
             return
         at, delay = self._schedule_time(timestamp)
-        if self._acquiring and (self._pending_stop is None or self._pending_stop.at > at):
+        if self._acquiring and (self._pending_stop is None or self._pending_stop.at >= at):
             raise BackendError("already acquiring")
         if self._pending_start is not None:
             self._pending_start.cancel()
+        if (not self._acquiring and self._pending_stop is not None
+                and self._pending_stop.at <= at):
+            # The pending stop belonged to the start being replaced.
+            self._pending_stop.cancel()
+            self._pending_stop = None
         self._pending_start = _Pending(at, self.clock.callLater(delay, self._fire_start))
 
     def stop(self, timestamp: Time | None = None) -> None:

@@ -90,7 +90,10 @@ def _format_integer(value: Any) -> str:
 def _parse_float(text: str) -> float:
     if not _FLOAT_RE.fullmatch(text):
         raise ValueError(text)
-    return float(text)
+    number = float(text)
+    if not math.isfinite(number):  # 1e999 overflows to inf
+        raise ValueError(text)
+    return number
 
 
 def _format_float(value: Any) -> str:
@@ -109,7 +112,7 @@ def _parse_text(text: str) -> str:
 
 
 def _format_text(value: Any) -> str:
-    return str(value)
+    return _parse_text(str(value))
 
 
 def _parse_word(text: str) -> str:

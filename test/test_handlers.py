@@ -1,0 +1,627 @@
+"""Tests for discosbackend.handlers: requests in, replies (or errors) out."""
+
+import re
+import time as time_module
+
+import pytest
+from astropy.time import Time
+from twisted.internet import task
+from twisted.internet.defer import Deferred, fail as failed_deferred, succeed
+from twisted.python.failure import Failure
+
+from discosbackend import __protocol_version__
+from discosbackend.backend import Backend
+from discosbackend.commands import COMMANDS, INTEGER, Argument, command
+from discosbackend.errors import (ArgumentError, BackendError, InvalidRequest,
+                                  NotSupportedError)
+from discosbackend.grammar import FAIL, INVALID, Message, parse_message
+from discosbackend.handlers import (AlwaysFailHandler, AlwaysOkHandler, AlwaysRaiseHandler,
+                                    DBProtocolHandler, Handler, HandlerException)
+from discosbackend.timediscos import acs_to_time, time_to_acs
+
+NOW = 1_700_000_000
+TICKS = 17_000_000_001_234_567  # unix 1700000000.1234567
+UNIX_TEXT = "1700000000.1234567"
+
+
+def make_clock():
+    clock = task.Clock()
+    clock.advance(NOW)
+    return clock
+
+
+def handle(handler, line):
+    """What ``handler`` answers to the request ``line``."""
+    return handler.handle(parse_message(line))
+
+
+def fired(deferred):
+    """The result of a Deferred that has fired; raises its failure."""
+    results = []
+    deferred.addBoth(results.append)
+    assert results, "the Deferred has not fired"
+    if isinstance(results[0], Failure):
+        results[0].raiseException()
+    return results[0]
+
+
+# -- a backend that records what it receives --------------------------------------
+
+# What each recording method returns.
+RETURNS = {
+    "status": (acs_to_time(TICKS), "ok", True),
+    "get_configuration": "SK00",
+    "get_integration": 40,
+    "get_tpi": [903.21, 1240.57],
+    "get_tp0": (1.5, 2.5),
+    "get_rms": [0.25],
+    "time": acs_to_time(TICKS),
+}
+
+
+class RecordingBackend(Backend):
+    """Every command method records its arguments and returns a fixed value."""
+
+    def __init__(self, clock=None):
+        super().__init__(clock)
+        self.calls = []
+
+
+def _recording(method):
+    def record(self, *arguments):
+        self.calls.append((method, arguments))
+        return RETURNS.get(method)
+    record.__name__ = method
+    return record
+
+
+for _command in COMMANDS.values():
+    if _command.method is not None:
+        setattr(RecordingBackend, _command.method, _recording(_command.method))
+
+
+@pytest.fixture(name="backend")
+def fixture_backend():
+    return RecordingBackend(make_clock())
+
+
+@pytest.fixture(name="handler")
+def fixture_handler(backend):
+    return DBProtocolHandler(backend)
+
+
+FILENAME = "/archive/data/20250110/20250110-101012-P-Src_001_001.fits"
+
+OK_CASES = [
+    # request, reply, method called, its arguments
+    ("?status", f"!status,ok,{UNIX_TEXT},ok,1", "status", ()),
+    ("?get-configuration", "!get-configuration,ok,SK00", "get_configuration", ()),
+    ("?set-configuration,SK00", "!set-configuration,ok", "set_configuration", ("SK00",)),
+    ("?get-integration", "!get-integration,ok,40", "get_integration", ()),
+    ("?set-integration,40", "!set-integration,ok", "set_integration", (40,)),
+    ("?set-integration,0", "!set-integration,ok", "set_integration", (0,)),
+    ("?get-tpi,0,0", "!get-tpi,ok,903.21,1240.57", "get_tpi", (None, None)),
+    ("?get-tpi", "!get-tpi,ok,903.21,1240.57", "get_tpi", ()),
+    ("?get-tpi,1500,300", "!get-tpi,ok,903.21,1240.57", "get_tpi", (1500.0, 300.0)),
+    ("?get-tpi,1e+06", "!get-tpi,ok,903.21,1240.57", "get_tpi", (1e6,)),
+    ("?get-tp0,0,0", "!get-tp0,ok,1.5,2.5", "get_tp0", (None, None)),
+    ("?get-tp0", "!get-tp0,ok,1.5,2.5", "get_tp0", ()),
+    ("?get-rms", "!get-rms,ok,0.25", "get_rms", ()),
+    ("?time", f"!time,ok,{UNIX_TEXT}", "time", ()),
+    ("?start", "!start,ok", "start", ()),
+    ("?stop", "!stop,ok", "stop", ()),
+    ("?set-section,0,100,1500,0,0,3000,1024", "!set-section,ok", "set_section",
+     (0, 100.0, 1500.0, 0, "0", 3000.0, 1024)),
+    ("?set-section,1,50.0,200.0,1,CP,10,2048", "!set-section,ok", "set_section",
+     (1, 50.0, 200.0, 1, "CP", 10.0, 2048)),
+    ("?set-section,-1,1e+06,1500.000000,2,FullStokes,3000,1024", "!set-section,ok",
+     "set_section", (-1, 1e6, 1500.0, 2, "FullStokes", 3000.0, 1024)),
+    ("?set-section,1,*,*,*,*,*,*", "!set-section,ok", "set_section",
+     (1, "*", "*", "*", "*", "*", "*")),
+    ("?cal-on", "!cal-on,ok", "cal_on", (0,)),
+    ("?cal-on,10", "!cal-on,ok", "cal_on", (10,)),
+    (f"?set-filename,{FILENAME}", "!set-filename,ok", "set_filename", (FILENAME,)),
+    ("?set-filename,/data/a\\,b.fits", "!set-filename,ok", "set_filename", ("/data/a,b.fits",)),
+    ("?convert-data", "!convert-data,ok", "convert_data", ()),
+    ("?set-enable,0,0", "!set-enable,ok", "set_enable", (0, 0)),
+    ("?set-enable,1,-1", "!set-enable,ok", "set_enable", (1, -1)),
+    ("?end-schedule", "!end-schedule,ok", "end_schedule", ()),
+    ("?backend-park", "!backend-park,ok", "park", ()),
+    ("?set-shift,3", "!set-shift,ok", "set_shift", (3,)),
+    ("?set-shift,-3", "!set-shift,ok", "set_shift", (-3,)),
+]
+
+
+@pytest.mark.parametrize("line, reply, method, arguments", OK_CASES)
+def test_ok(handler, backend, line, reply, method, arguments):
+    answer = handle(handler, line)
+    assert isinstance(answer, Message)
+    assert str(answer) == reply
+    assert backend.calls == [(method, arguments)]
+    received = backend.calls[0][1]
+    assert [type(value) for value in received] == [type(value) for value in arguments]
+    # the reply survives the wire and the client's parse of the same shape
+    on_the_wire = parse_message(str(answer))
+    assert on_the_wire == answer
+    COMMANDS[on_the_wire.name].parse_reply(on_the_wire.arguments)
+
+
+def test_every_protocol_command_has_an_ok_case():
+    covered = {parse_message(line).name for line, *_ in OK_CASES} | {"version"}
+    assert covered == set(COMMANDS)
+
+
+@pytest.mark.parametrize("name", ["start", "stop"])
+@pytest.mark.parametrize("timestamp", [str(TICKS), UNIX_TEXT])
+def test_start_and_stop_receive_the_exact_instant(handler, backend, name, timestamp):
+    assert str(handle(handler, f"?{name},{timestamp}")) == f"!{name},ok"
+    [(method, (received,))] = backend.calls
+    assert method == name
+    assert isinstance(received, Time)
+    assert time_to_acs(received) == TICKS
+
+
+def test_version_is_answered_by_the_library(handler, backend):
+    assert str(handle(handler, "?version")) == "!version,ok,1.4"
+    assert __protocol_version__ == "1.4"
+    assert not backend.calls
+
+
+FAIL_CASES = [
+    ("?status,1", "status takes no arguments (got 1)"),
+    ("?status,", "status takes no arguments (got 1)"),
+    ("?version,1.4", "version takes no arguments (got 1)"),
+    ("?get-configuration,x", "get-configuration takes no arguments (got 1)"),
+    ("?set-configuration", "set-configuration needs 1 argument (got 0)"),
+    ("?set-configuration,", "invalid configuration '': expected a non-empty text"),
+    ("?set-configuration,a,b", "set-configuration needs 1 argument (got 2)"),
+    ("?get-integration,1", "get-integration takes no arguments (got 1)"),
+    ("?set-integration", "set-integration needs 1 argument (got 0)"),
+    ("?set-integration,-1", "invalid integration '-1': expected an integer >= 0"),
+    ("?set-integration,1.5", "invalid integration '1.5': expected an integer >= 0"),
+    ("?get-tpi,1,2,3", "get-tpi takes 0 to 2 arguments (got 3)"),
+    ("?get-tpi,nan,0", "invalid frequency 'nan': expected a finite number"),
+    ("?get-tpi,0,abc", "invalid bandwidth 'abc': expected a finite number"),
+    ("?get-tp0,0,0,0", "get-tp0 takes 0 to 2 arguments (got 3)"),
+    ("?get-tp0,inf", "invalid frequency 'inf': expected a finite number"),
+    ("?get-rms,0", "get-rms takes no arguments (got 1)"),
+    ("?time,now", "time takes no arguments (got 1)"),
+    ("?start,1,2", "start takes 0 to 1 arguments (got 2)"),
+    ("?start,0", "invalid timestamp '0': expected "),
+    ("?start,-17000000000000000", "invalid timestamp '-17000000000000000': expected "),
+    ("?start,abc", "invalid timestamp 'abc': expected "),
+    ("?stop,1,2", "stop takes 0 to 1 arguments (got 2)"),
+    ("?stop,-1.5", "invalid timestamp '-1.5': expected "),
+    ("?stop,", "invalid timestamp '': expected "),
+    ("?set-section,0,100,1500,0,0,3000", "set-section needs 7 arguments (got 6)"),
+    ("?set-section,0,100,1500,0,0,3000,1024,1", "set-section needs 7 arguments (got 8)"),
+    ("?set-section", "set-section needs 7 arguments (got 0)"),
+    ("?set-section,x,100,1500,0,0,3000,1024", "invalid section 'x': expected an integer or *"),
+    ("?set-section,0,abc,1500,0,0,3000,1024",
+     "invalid start_freq 'abc': expected a finite number or *"),
+    ("?set-section,0,100,1500,0.5,0,3000,1024", "invalid feed '0.5': expected an integer or *"),
+    ("?set-section,0,100,1500,0,,3000,1024", "invalid mode '': expected a non-empty text or *"),
+    ("?set-section,0,100,1500,0,0,nan,1024",
+     "invalid sample_rate 'nan': expected a finite number or *"),
+    ("?set-section,0,100,1500,0,0,3000,**", "invalid bins '**': expected an integer or *"),
+    ("?cal-on,-1", "invalid interleave '-1': expected an integer >= 0"),
+    ("?cal-on,1,2", "cal-on takes 0 to 1 arguments (got 2)"),
+    ("?set-filename", "set-filename needs 1 argument (got 0)"),
+    ("?set-filename,a,b", "set-filename needs 1 argument (got 2)"),
+    ("?convert-data,1", "convert-data takes no arguments (got 1)"),
+    ("?set-enable,0", "set-enable needs 2 arguments (got 1)"),
+    ("?set-enable,0,x", "invalid feed2 'x': expected an integer"),
+    ("?set-enable,1.0,0", "invalid feed1 '1.0': expected an integer"),
+    ("?end-schedule,now", "end-schedule takes no arguments (got 1)"),
+    ("?backend-park,1", "backend-park takes no arguments (got 1)"),
+    ("?set-shift", "set-shift needs 1 argument (got 0)"),
+    ("?set-shift,1.5", "invalid shift '1.5': expected an integer"),
+]
+
+
+@pytest.mark.parametrize("line, message", FAIL_CASES)
+def test_fail(handler, backend, line, message):
+    with pytest.raises(ArgumentError) as caught:
+        handle(handler, line)
+    error = caught.value
+    assert isinstance(error, HandlerException)
+    assert error.code == FAIL
+    if message.endswith(" "):
+        assert str(error).startswith(message)
+    else:
+        assert str(error) == message
+    assert not backend.calls
+
+
+@pytest.mark.parametrize("line, name", [
+    ("?set-section,0,1e999,1500,0,0,3000,1024", "start_freq"),
+    ("?get-tpi,-1e999,0", "frequency"),
+])
+def test_float_overflowing_to_infinity_fails(handler, backend, line, name):
+    # PROTOCOL.md section 4: reject inf where a physical value is expected.
+    with pytest.raises(ArgumentError) as caught:
+        handle(handler, line)
+    assert str(caught.value).startswith(f"invalid {name} ")
+    assert not backend.calls
+
+
+def test_every_protocol_command_has_a_fail_case():
+    assert {parse_message(line).name for line, _ in FAIL_CASES} == set(COMMANDS)
+
+
+def test_unknown_command_is_invalid(handler, backend):
+    with pytest.raises(InvalidRequest) as caught:
+        handle(handler, "?foo,1")
+    assert str(caught.value) == "unknown command 'foo'"
+    assert caught.value.code == INVALID
+    assert isinstance(caught.value, HandlerException)
+    assert not backend.calls
+
+
+def test_backend_refusal_propagates(backend, handler):
+    def refuse(*_):
+        raise BackendError("already acquiring")
+    backend.start = refuse
+    with pytest.raises(BackendError, match="^already acquiring$"):
+        handle(handler, "?start")
+
+
+def test_backend_bug_propagates_unchanged(backend, handler):
+    def crash():
+        raise ZeroDivisionError("oops")
+    backend.get_rms = crash
+    with pytest.raises(ZeroDivisionError):
+        handle(handler, "?get-rms")
+
+
+# -- not supported -----------------------------------------------------------------------
+
+@pytest.mark.parametrize("line", ["?get-rms", "?status", "?set-section,1,*,*,*,*,*,*",
+                                  "?start", "?backend-park"])
+def test_plain_object_lacks_every_method(line):
+    name = parse_message(line).name
+    with pytest.raises(NotSupportedError) as caught:
+        handle(DBProtocolHandler(object()), line)
+    assert str(caught.value) == f"not supported: {name}"
+    assert caught.value.code == FAIL
+
+
+def test_plain_object_still_answers_version():
+    assert str(handle(DBProtocolHandler(object()), "?version")) == "!version,ok,1.4"
+
+
+def test_plain_object_arguments_are_checked_before_support():
+    with pytest.raises(ArgumentError):
+        handle(DBProtocolHandler(object()), "?set-shift,x")
+
+
+@pytest.mark.parametrize("line", [
+    "?get-configuration", "?set-configuration,SK00", "?get-integration",
+    "?set-integration,40", "?get-tpi,0,0", "?get-tp0", "?get-rms",
+    "?set-section,0,100,1500,0,0,3000,1024", "?cal-on", "?set-filename,/a.fits",
+    "?convert-data", "?set-enable,0,0", "?end-schedule", "?backend-park", "?set-shift,3",
+])
+def test_base_backend_does_not_support_hardware_commands(line):
+    with pytest.raises(NotSupportedError) as caught:
+        handle(DBProtocolHandler(Backend(make_clock())), line)
+    assert str(caught.value) == f"not supported: {parse_message(line).name}"
+
+
+def test_base_backend_answers_status_time_start_stop():
+    handler = DBProtocolHandler(Backend(make_clock()))
+    assert str(handle(handler, "?status")) == "!status,ok,1700000000.0000000,ok,0"
+    assert str(handle(handler, "?time")) == "!time,ok,1700000000.0000000"
+    assert str(handle(handler, "?start")) == "!start,ok"
+    assert str(handle(handler, "?status")) == "!status,ok,1700000000.0000000,ok,1"
+    with pytest.raises(BackendError, match="^already acquiring$"):
+        handle(handler, "?start")
+    assert str(handle(handler, "?stop")) == "!stop,ok"
+    with pytest.raises(BackendError, match="^not acquiring$"):
+        handle(handler, "?stop")
+
+
+# -- a drop-in discos-backend 1.4 backend ---------------------------------------------
+
+_NOTHING = object()
+
+
+class LegacyBackend:
+    """Written for discos-backend 1.4: no base class, fewer parameters."""
+
+    def __init__(self):
+        self.calls = []
+
+    def status(self):
+        return (time_module.time(), "ok", 0)
+
+    def get_tpi(self):
+        self.calls.append(("get_tpi",))
+        return [903.21, 1240.57]
+
+    def get_configuration(self):
+        return ["SK00"]
+
+    def start(self, timestamp=_NOTHING):
+        self.calls.append(("start", timestamp))
+
+    def stop(self, timestamp=None):
+        raise HandlerException("not acquiring")
+
+    def set_section(self, section, start_freq, bandwidth, feed, mode, sample_rate, bins):
+        self.calls.append(("set_section", section, start_freq, bandwidth, feed, mode,
+                           sample_rate, bins))
+
+    def cal_on(self):  # 1.4 had no interleave
+        self.calls.append(("cal_on",))
+
+
+@pytest.mark.parametrize("line", ["?get-tpi", "?get-tpi,0,0", "?get-tpi,1500,300",
+                                  "?get-tpi,1500"])
+def test_legacy_get_tpi_receives_nothing(line):
+    backend = LegacyBackend()
+    assert str(handle(DBProtocolHandler(backend), line)) == "!get-tpi,ok,903.21,1240.57"
+    assert backend.calls == [("get_tpi",)]
+
+
+def test_legacy_get_tpi_arguments_are_still_checked():
+    backend = LegacyBackend()
+    with pytest.raises(ArgumentError):
+        handle(DBProtocolHandler(backend), "?get-tpi,nan,0")
+    assert not backend.calls
+
+
+def test_legacy_status_tuple():
+    before = time_module.time()
+    reply = str(handle(DBProtocolHandler(LegacyBackend()), "?status"))
+    after = time_module.time()
+    match = re.fullmatch(r"!status,ok,([0-9]+\.[0-9]{7}),ok,0", reply)
+    assert match, reply
+    assert before - 1 <= float(match.group(1)) <= after + 1
+
+
+def test_legacy_configuration_list():
+    assert str(handle(DBProtocolHandler(LegacyBackend()), "?get-configuration")) == \
+        "!get-configuration,ok,SK00"
+
+
+def test_legacy_start_with_and_without_timestamp():
+    backend = LegacyBackend()
+    handler = DBProtocolHandler(backend)
+    assert str(handle(handler, "?start")) == "!start,ok"
+    assert str(handle(handler, f"?start,{TICKS}")) == "!start,ok"
+    assert backend.calls[0] == ("start", _NOTHING)
+    _, received = backend.calls[1]
+    assert isinstance(received, Time)
+    assert time_to_acs(received) == TICKS
+
+
+def test_legacy_handler_exception_propagates():
+    with pytest.raises(HandlerException) as caught:
+        handle(DBProtocolHandler(LegacyBackend()), "?stop")
+    assert str(caught.value) == "not acquiring"
+    assert caught.value.code == FAIL
+
+
+def test_legacy_cal_on_without_interleave_and_full_set_section():
+    backend = LegacyBackend()
+    handler = DBProtocolHandler(backend)
+    assert str(handle(handler, "?cal-on")) == "!cal-on,ok"
+    assert str(handle(handler, "?set-section,0,100,1500,0,0,3000,1024")) == "!set-section,ok"
+    assert backend.calls == [("cal_on",),
+                             ("set_section", 0, 100.0, 1500.0, 0, "0", 3000.0, 1024)]
+
+
+def test_legacy_missing_command_is_not_supported():
+    with pytest.raises(NotSupportedError, match="^not supported: get-rms$"):
+        handle(DBProtocolHandler(LegacyBackend()), "?get-rms")
+
+
+# -- asynchronous backends -------------------------------------------------------------
+
+class AsyncBackend(Backend):
+    """Answers later, on its clock."""
+
+    def get_tpi(self, frequency=None, bandwidth=None):
+        deferred = Deferred()
+        self.clock.callLater(5, deferred.callback, [frequency or 1.0, 2.0])
+        return deferred
+
+    async def get_rms(self):
+        await task.deferLater(self.clock, 2, lambda: None)
+        return [0.5, 0.75]
+
+    async def get_integration(self):
+        return 40
+
+    def status(self):
+        return task.deferLater(self.clock, 1, lambda: (self.clock.seconds(), "ok"))
+
+    async def time(self):
+        raise BackendError("clock unsynchronised")
+
+    def get_configuration(self):
+        return succeed("SK00")
+
+    def set_configuration(self, configuration):
+        return failed_deferred(BackendError(f"no configuration {configuration}"))
+
+
+@pytest.fixture(name="async_handler")
+def fixture_async_handler():
+    clock = make_clock()
+    return clock, DBProtocolHandler(AsyncBackend(clock))
+
+
+def test_deferred_fires_later(async_handler):
+    clock, handler = async_handler
+    answer = handle(handler, "?get-tpi,1500,0")
+    assert isinstance(answer, Deferred)
+    assert not answer.called
+    clock.advance(4.9)
+    assert not answer.called
+    clock.advance(0.1)
+    assert str(fired(answer)) == "!get-tpi,ok,1500.0,2.0"
+
+
+def test_coroutine_fires_later(async_handler):
+    clock, handler = async_handler
+    answer = handle(handler, "?get-rms")
+    assert isinstance(answer, Deferred)
+    assert not answer.called
+    clock.advance(2)
+    assert str(fired(answer)) == "!get-rms,ok,0.5,0.75"
+
+
+def test_coroutine_without_await(async_handler):
+    _, handler = async_handler
+    answer = handle(handler, "?get-integration")
+    assert isinstance(answer, Deferred)
+    assert str(fired(answer)) == "!get-integration,ok,40"
+
+
+def test_already_fired_deferred(async_handler):
+    _, handler = async_handler
+    assert str(fired(handle(handler, "?get-configuration"))) == "!get-configuration,ok,SK00"
+
+
+def test_async_refusal_fails_the_deferred(async_handler):
+    _, handler = async_handler
+    with pytest.raises(BackendError, match="^no configuration SK00$"):
+        fired(handle(handler, "?set-configuration,SK00"))
+    with pytest.raises(BackendError, match="^clock unsynchronised$"):
+        fired(handle(handler, "?time"))
+
+
+def test_async_bad_shape_fails_the_deferred(async_handler):
+    clock, handler = async_handler
+    answer = handle(handler, "?status")
+    clock.advance(1)
+    with pytest.raises(ArgumentError) as caught:
+        fired(answer)
+    assert str(caught.value).startswith("backend returned 2 values for status")
+
+
+def test_sync_bad_shape_raises(backend, handler):
+    backend.status = lambda: (NOW, "ok")
+    with pytest.raises(ArgumentError) as caught:
+        handle(handler, "?status")
+    assert str(caught.value) == \
+        "backend returned 2 values for status: expected timestamp status acquiring"
+
+
+def test_sync_bad_value_raises(backend, handler):
+    backend.get_tpi = lambda *_: [1.0, "lots"]
+    with pytest.raises(ArgumentError) as caught:
+        handle(handler, "?get-tpi")
+    assert str(caught.value) == "backend returned a bad value for get-tpi: lots"
+
+
+def test_returned_values_of_set_commands_are_ignored(backend, handler):
+    backend.set_shift = lambda shift: "shifted"
+    assert str(handle(handler, "?set-shift,3")) == "!set-shift,ok"
+
+
+# -- extension commands ----------------------------------------------------------------
+
+class SweepBackend(RecordingBackend):
+    """A backend with an extension command."""
+
+    @command("target-sweep", Argument("points", INTEGER))
+    def target_sweep(self, points):
+        """Sweep across the target."""
+        self.calls.append(("target_sweep", (points,)))
+        return [points, "points", 1.5]
+
+
+def test_extension_command_is_answered():
+    backend = SweepBackend(make_clock())
+    handler = DBProtocolHandler(backend)
+    assert str(handle(handler, "?target-sweep,10")) == "!target-sweep,ok,10,points,1.5"
+    assert backend.calls == [("target_sweep", (10,))]
+    # the standard commands still work
+    assert str(handle(handler, "?cal-on")) == "!cal-on,ok"
+
+
+@pytest.mark.parametrize("line, message", [
+    ("?target-sweep,ten", "invalid points 'ten': expected an integer"),
+    ("?target-sweep", "target-sweep needs 1 argument (got 0)"),
+    ("?target-sweep,1,2", "target-sweep needs 1 argument (got 2)"),
+])
+def test_extension_command_bad_arguments(line, message):
+    backend = SweepBackend(make_clock())
+    with pytest.raises(ArgumentError) as caught:
+        handle(DBProtocolHandler(backend), line)
+    assert str(caught.value) == message
+    assert not backend.calls
+
+
+def test_extension_command_unknown_to_other_backends(handler):
+    with pytest.raises(InvalidRequest, match="^unknown command 'target-sweep'$"):
+        handle(handler, "?target-sweep,10")
+
+
+# -- debug handlers -------------------------------------------------------------------
+
+def test_always_ok_echoes_arguments():
+    assert str(handle(AlwaysOkHandler(), "?foo,a,b\\,c")) == "!foo,ok,a,b\\,c"
+    assert str(handle(AlwaysOkHandler(), "?status")) == "!status,ok"
+
+
+def test_always_fail():
+    answer = handle(AlwaysFailHandler(), "?status,1")
+    assert answer.code == FAIL
+    assert str(answer) == "!status,fail,always fails"
+
+
+def test_always_raise():
+    with pytest.raises(RuntimeError, match="always raises"):
+        handle(AlwaysRaiseHandler(), "?status")
+
+
+def test_base_handler_is_abstract_and_hooks_do_nothing():
+    base = Handler()
+    base.start()
+    base.stop()
+    with pytest.raises(NotImplementedError):
+        handle(base, "?status")
+
+
+# -- start/stop hooks -------------------------------------------------------------------
+
+class OpenCloseBackend:
+    def __init__(self):
+        self.events = []
+
+    def open(self):
+        self.events.append("open")
+
+    def close(self):
+        self.events.append("close")
+
+
+def test_start_and_stop_call_open_and_close():
+    backend = OpenCloseBackend()
+    handler = DBProtocolHandler(backend)
+    handler.start()
+    assert backend.events == ["open"]
+    handler.stop()
+    assert backend.events == ["open", "close"]
+
+
+def test_start_and_stop_without_open_and_close():
+    handler = DBProtocolHandler(object())
+    handler.start()
+    handler.stop()
+
+
+def test_stop_closes_a_backend_with_a_pending_start():
+    clock = make_clock()
+    backend = Backend(clock)
+    handler = DBProtocolHandler(backend)
+    handler.start()
+    handle(handler, f"?start,{NOW + 10}.0")
+    assert backend.pending_start == NOW + 10
+    handler.stop()
+    assert backend.pending_start is None
+    clock.advance(20)
+    assert not backend.acquiring

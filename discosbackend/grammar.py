@@ -128,15 +128,18 @@ class Message:
                 f"bad name {_show(str(name))}: a name is a letter followed by "
                 "letters and digits and '-'")
         if message_type == REPLY:
-            if code not in RETURN_CODES:
+            if not isinstance(code, str) or code not in RETURN_CODES:
                 raise GrammarException(
                     f"bad return code {_show(str(code))}: a reply needs "
                     f"'{OK}' or '{FAIL}' or '{INVALID}'", name)
-        elif code:
+        elif code is not None and code != "":
             raise GrammarException(f"a request has no return code, got {_show(str(code))}",
                                    name)
         else:
             code = None
+        if isinstance(arguments, (str, bytes)):
+            raise GrammarException("arguments must be a list of str, not a single "
+                                   f"{type(arguments).__name__}", name)
         checked = list(arguments) if arguments else []
         try:
             text = "".join(checked)
@@ -342,9 +345,10 @@ def _scan_arguments(line: str, position: int, name: str) -> list[str]:
             escaped = line[stop + 1]
             unescaped = _UNESCAPES.get(escaped)
             if unescaped is None:
+                shown = "\\" + escaped if escaped.isprintable() else _show("\\" + escaped)
                 raise GrammarException(
-                    f"unknown escape {_show(chr(92) + escaped)} in argument "
-                    f"{len(arguments) + 1} (use \\\\ or \\t or \\,)", name)
+                    f"unknown escape {shown} in argument {len(arguments) + 1} "
+                    "(the escapes are \\\\ and \\t and a backslash before a comma)", name)
             pieces.append(unescaped)
             position = stop + 2
         else:

@@ -69,8 +69,8 @@ def responder_fixture(clock) -> Responder:
     (b"status", b"!undefined,invalid,bad message type 's': a line starts with '?' or '!'\r\n"),
     (b"?9lives", b"!undefined,invalid,bad name '9lives': a name is a letter followed by "
                  b"letters and digits and '-'\r\n"),
-    (b"?get-tpi,\\q", b"!get-tpi,invalid,unknown escape '\\\\\\\\q' in argument 1 "
-                      b"(use \\\\\\\\ or \\\\t or \\\\;)\r\n"),
+    (b"?get-tpi,\\q", b"!get-tpi,invalid,unknown escape \\\\q in argument 1 (the escapes "
+                      b"are \\\\\\\\ and \\\\t and a backslash before a comma)\r\n"),
     (b"?status,a\\", b"!status,invalid,lone backslash at end of line\r\n"),
     (b"?status,\x1b", b"!status,invalid,control character ESC in argument 1\r\n"),
     (b"!status,ok", b"!status,invalid,requests must start with '?'\r\n"),

@@ -12,10 +12,11 @@ from __future__ import annotations
 from collections import deque
 
 from twisted.internet import defer
-from twisted.internet.interfaces import IReactorTime
+from twisted.internet.interfaces import IHalfCloseableProtocol, IReactorTime
 from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
+from zope.interface import implementer
 
 from discosbackend.grammar import UNDEFINED_NAME, fail, serialize_line
 from discosbackend.handlers import Handler
@@ -30,6 +31,12 @@ _log = Logger()
 _LOST_REPLY = serialize_line(fail(UNDEFINED_NAME, "internal error: reply lost"))
 
 
+def _describe(peer: object) -> str:
+    """``host:port`` for TCP peers, the object's text otherwise."""
+    host, port = getattr(peer, "host", None), getattr(peer, "port", None)
+    return f"{host}:{port}" if host is not None and port is not None else str(peer)
+
+
 class _Slot:
     """A reply not written yet, holding its place in the queue."""
 
@@ -39,8 +46,14 @@ class _Slot:
         self.data: bytes | None = None
 
 
+@implementer(IHalfCloseableProtocol)
 class DBProtocol(Protocol):
-    """One client connection."""
+    """One client connection.
+
+    A client that half-closes (shuts down its sending side, as ``nc -q``
+    and scripts do) still gets every reply: the connection closes once the
+    last one is written.
+    """
 
     factory: DBProtocolFactory
 
@@ -50,6 +63,7 @@ class DBProtocol(Protocol):
         self._queue: deque[_Slot] = deque()
         self._open = False
         self._closed_waiters: list[defer.Deferred] = []
+        self._input_closed = False
 
     def connectionMade(self) -> None:
         self._open = True
@@ -57,7 +71,7 @@ class DBProtocol(Protocol):
         set_no_delay = getattr(self.transport, "setTcpNoDelay", None)
         if set_no_delay is not None:
             set_no_delay(True)
-        _log.info("connection from {peer}", peer=self.transport.getPeer())
+        _log.info("connection from {peer}", peer=_describe(self.transport.getPeer()))
         self._send(self.factory.responder.greeting())
 
     def connectionLost(self, reason: Failure = None) -> None:
@@ -65,10 +79,19 @@ class DBProtocol(Protocol):
         self._queue.clear()
         self._buffer = b""
         self.factory.connections.discard(self)
-        _log.info("connection from {peer} closed", peer=self.transport.getPeer())
+        _log.info("connection from {peer} closed", peer=_describe(self.transport.getPeer()))
         waiters, self._closed_waiters = self._closed_waiters, []
         for waiter in waiters:
             waiter.callback(None)
+
+    def readConnectionLost(self) -> None:
+        """The client sent all it will: close once every reply is written."""
+        self._input_closed = True
+        if not self._queue:
+            self.transport.loseConnection()
+
+    def writeConnectionLost(self) -> None:
+        """Nothing to do: we never half-close ourselves."""
 
     def close(self) -> defer.Deferred:
         """Close the connection; the Deferred fires once it is closed."""
@@ -135,6 +158,8 @@ class DBProtocol(Protocol):
             ready = queue.popleft().data
             if self._open:
                 self._write(ready)
+        if self._input_closed and not queue and self._open:
+            self.transport.loseConnection()
 
     def _write(self, data: bytes) -> None:
         self.transport.write(data)
@@ -157,6 +182,7 @@ class DBProtocolFactory(Factory):
     """
 
     protocol = DBProtocol
+    noisy = False  # no "starting on"/"stopping on" lines; we log connections
 
     def __init__(self, handler: Handler, *, max_line: int = DEFAULT_MAX_LINE,
                  timeout: float | None = None, clock: IReactorTime | None = None,

@@ -85,7 +85,7 @@ def _integer(value: Any, name: str) -> int:
 def _within(number: float, limits: tuple[float, float], name: str, unit: str = "") -> None:
     low, high = limits
     if not low <= number <= high:
-        raise BackendError(f"{name} {number:g} out of range {low:g}..{high:g}"
+        raise BackendError(f"{name} {number:.10g} out of range {low:.10g}..{high:.10g}"
                            + (f" {unit}" if unit else ""))
 
 

@@ -297,3 +297,23 @@ def test_deferred_reply_that_errbacks_still_gives_one_reply_in_order(clock):
     broken.errback(RuntimeError("boom"))
     assert lines(transport) == [b"!undefined,fail,internal error: reply lost", b"!after,ok"]
     assert isinstance(protocol, DBProtocol)
+
+
+def test_half_close_gets_every_reply_then_closes(clock):
+    protocol, transport, _ = connect(DBProtocolHandler(SlowBackend(clock)), clock)
+    transport.clear()
+    protocol.dataReceived(b"?get-tpi\n?version\n")
+    protocol.readConnectionLost()
+    assert not transport.disconnecting  # replies are still due
+    clock.advance(SlowBackend.delay)
+    assert lines(transport) == [b"!get-tpi,ok,1.0,2.0", b"!version,ok,1.4"]
+    assert transport.disconnecting
+    protocol.writeConnectionLost()
+
+
+def test_half_close_with_nothing_pending_closes_at_once(clock):
+    protocol, transport, _ = connect(AlwaysOkHandler(), clock)
+    protocol.dataReceived(b"?x\n")
+    protocol.readConnectionLost()
+    assert transport.disconnecting
+    assert lines(transport)[-1] == b"!x,ok"

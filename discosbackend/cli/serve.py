@@ -27,8 +27,8 @@ from twisted.python.failure import Failure
 from discosbackend import server
 from discosbackend.backend import Backend
 from discosbackend.cli import CommandLineError
-from discosbackend.commands import COMMANDS
-from discosbackend.faults import ControlHandler
+from discosbackend.commands import COMMANDS, VERSION
+from discosbackend.faults import CONTROL_COMMANDS, ControlHandler
 from discosbackend.handlers import DBProtocolHandler, Handler
 from discosbackend.protocol import DEFAULT_MAX_LINE
 from discosbackend.simulator import BackendSimulator, SimulatorHandler
@@ -83,7 +83,12 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         "serve", help="serve the backend simulator (or your own backend)",
         description="Serve a DISCOS backend: the simulator unless --backend is given. "
                     "Prints one line with the addresses once listening; stops on "
-                    "Ctrl-C or SIGTERM.")
+                    "Ctrl-C or SIGTERM.",
+        epilog="fault injection (simulator): send these requests to the control port,\n"
+               "e.g. printf '?fail,start,hardware-error\\n' | nc -q1 127.0.0.1 8979\n"
+               + "\n".join(f"  ?{command.usage().replace(' ', ',')}  {command.summary}"
+                           for name, command in CONTROL_COMMANDS.items() if name != VERSION),
+        formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--port", type=_port, default=server.DEFAULT_PORT,
                         help="TCP port to listen on, 0 for any free one "
                              f"(default {server.DEFAULT_PORT})")

@@ -1,0 +1,548 @@
+"""``discos-backend serve`` end to end: the simulator on a real loopback socket.
+
+One simulator server (started through ``scripts/run_simulator_server.py``,
+which runs the same code as ``discos-backend serve``) carries a full
+observing session and every fault kind, set through its control endpoint.
+Bad command lines are run as subprocesses, concurrently, and must exit with
+one line on stderr.  The command line's pieces are also tested in-process
+on a ``MemoryReactor``.
+"""
+
+from __future__ import annotations
+
+import io
+import socket
+import sys
+import time
+from pathlib import Path
+from typing import Any, Iterator
+
+import pytest
+from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
+from twisted.internet.defer import Deferred
+from twisted.internet.error import CannotListenError
+from twisted.internet.testing import MemoryReactorClock
+from twisted.logger import PredicateResult
+from twisted.python.failure import Failure
+
+from _helpers_simulator import ROOT, LineClient, ServeProcess, run_serve, start_serve
+from discosbackend.backend import Backend
+from discosbackend.cli import CommandLineError, build_parser, main
+from discosbackend.cli import serve as serve_module
+from discosbackend.faults import GARBAGE, ControlHandler
+from discosbackend.grammar import parse_message
+from discosbackend.handlers import DBProtocolHandler
+from discosbackend.simulator import BackendSimulator, SimulatorHandler
+
+TIMEOUT = 0.5  # the served simulator's per-request timeout, seconds
+
+
+# -- the served simulator --------------------------------------------------
+
+
+@pytest.fixture(name="served", scope="module")
+def fixture_served() -> Iterator[ServeProcess]:
+    script = ROOT / "scripts" / "run_simulator_server.py"
+    server = start_serve([], command=[sys.executable, str(script), "--port", "0",
+                                      "--timeout", str(TIMEOUT), "--sections", "2"])
+    yield server
+    status, err = server.terminate()
+    assert status == 0, err
+    assert "Traceback" not in err
+
+
+@pytest.fixture(name="public")
+def fixture_public(served: ServeProcess) -> Iterator[LineClient]:
+    with LineClient(served.port) as client:
+        yield client
+    # leave the simulator as found: no faults, not acquiring
+    assert control(served, "?clear") == "!clear,ok"
+    with LineClient(served.port) as client:
+        client.ask("?stop")
+
+
+def control(served: ServeProcess, *lines: str) -> str:
+    """Send ``lines`` to the control endpoint; return the last reply."""
+    assert served.control_port is not None
+    with LineClient(served.control_port) as client:
+        assert client.greeting == "!version,ok,1.4"
+        replies = [client.ask(line) for line in lines]
+    return replies[-1]
+
+
+def floats(reply: str) -> list[float]:
+    message = parse_message(reply)
+    assert message.code == "ok", reply
+    return [float(value) for value in message.arguments]
+
+
+def wait_status(client: LineClient, acquiring: str, limit: float = 5.0) -> str:
+    """Poll ``?status`` until its acquiring flag is ``acquiring`` (bounded)."""
+    deadline = time.monotonic() + limit
+    while True:
+        reply = client.ask("?status")
+        if reply.endswith("," + acquiring) or time.monotonic() > deadline:
+            return reply
+        time.sleep(0.02)
+
+
+def test_serving_line(served: ServeProcess) -> None:
+    assert served.what == "BackendSimulator (2 sections)"
+    assert served.line.startswith("discos-backend: serving BackendSimulator (2 sections) on "
+                                  f"tcp:127.0.0.1:{served.port}; control on tcp:127.0.0.1:")
+    assert served.control_port not in (None, served.port)
+
+
+def test_full_observing_session(public: LineClient) -> None:
+    ask = public.ask
+    assert public.greeting == "!version,ok,1.4"
+    assert ask("?get-configuration") == "!get-configuration,ok,unconfigured"
+    assert ask("?set-configuration,SK00") == "!set-configuration,ok"
+    assert ask("?get-configuration") == "!get-configuration,ok,SK00"
+    assert ask("?set-integration,40") == "!set-integration,ok"
+    assert ask("?get-integration") == "!get-integration,ok,40"
+    assert ask("?set-section,0,100,1500,0,0,3000,1024") == "!set-section,ok"
+    assert ask("?set-section,1,50.0,200.0,1,CP,10,2048") == "!set-section,ok"
+    assert ask("?set-section,1,*,*,*,*,*,*") == "!set-section,ok"
+    assert ask("?set-section,0,100,5000,0,0,3000,1024") == (
+        "!set-section,fail,bandwidth 5000 out of range 1..2300 MHz")
+    assert ask("?set-enable,0,1") == "!set-enable,ok"
+    assert ask("?set-shift,3") == "!set-shift,ok"
+    off = floats(ask("?get-tpi,0,0"))
+    assert ask("?cal-on,10") == "!cal-on,ok"
+    on = floats(ask("?get-tpi,0,0"))
+    assert len(off) == len(on) == 2
+    assert all(b > 1.05 * a for a, b in zip(off, on))  # the mark raises the level
+    assert off[0] > 5 * off[1]  # 1500 MHz against 200 MHz
+    zero = floats(ask("?get-tp0,0,0"))
+    assert len(zero) == 2 and all(0 <= z < 0.01 * t for z, t in zip(zero, off))
+    assert len(floats(ask("?get-rms"))) == 2
+    assert ask("?cal-on") == "!cal-on,ok"
+    assert parse_message(ask("?status")).arguments[1:] == ["ok", "0"]
+
+    # time-tagged start (unix seconds) and stop (ACS ticks), on the server's clock
+    now = float(parse_message(ask("?time")).arguments[0])
+    assert ask(f"?start,{now + 0.3:.7f}") == "!start,ok"
+    assert ask(f"?stop,{int((now + 0.6) * 10**7)}") == "!stop,ok"
+    assert ask("?status").endswith(",ok,0")  # nothing yet: it is pending
+    assert wait_status(public, "1").endswith(",ok,1")
+    assert ask("?set-section,0,100,1500,0,0,3000,1024").startswith(
+        "!set-section,fail,busy acquiring")
+    assert wait_status(public, "0").endswith(",ok,0")
+    stamp = float(parse_message(ask("?status")).arguments[0])
+    assert stamp >= now + 0.6
+    assert ask("?set-filename,/archive/data/20250110/20250110-101012-P-Src_001_001.fits") == (
+        "!set-filename,ok")
+    assert ask("?stop") == "!stop,fail,not acquiring"
+
+    # immediate start and stop, then the end of the schedule
+    assert ask("?start") == "!start,ok"
+    assert ask("?start") == "!start,fail,already acquiring"
+    assert ask("?stop") == "!stop,ok"
+    assert ask("?set-filename,/archive/data/scan2.fits") == "!set-filename,ok"
+    assert ask("?convert-data") == "!convert-data,ok"
+    assert ask("?end-schedule") == "!end-schedule,ok"
+    assert ask("?backend-park") == "!backend-park,ok"
+    assert ask("?nosuch") == "!nosuch,invalid,unknown command 'nosuch'"
+
+
+def test_control_commands_not_on_public_port(public: LineClient) -> None:
+    assert public.ask("?fail,start,hardware-error") == "!fail,invalid,unknown command 'fail'"
+    assert public.ask("?clear") == "!clear,invalid,unknown command 'clear'"
+    assert public.ask("?start") == "!start,ok"
+
+
+def test_fault_fail(served: ServeProcess, public: LineClient) -> None:
+    assert control(served, "?fail,start,hardware-error") == "!fail,ok"
+    assert public.ask("?start") == "!start,fail,hardware-error"
+    assert public.ask("?start") == "!start,fail,hardware-error"  # until cleared
+    assert public.ask("?status").endswith(",ok,0")
+    assert control(served, "?clear") == "!clear,ok"
+    assert public.ask("?start") == "!start,ok"
+
+
+def test_fault_delay(served: ServeProcess, public: LineClient) -> None:
+    assert control(served, "?delay,get-tpi,0.3") == "!delay,ok"
+    public.send("?get-tpi,0,0")
+    began = time.monotonic()
+    with LineClient(served.port) as other:  # others are served meanwhile
+        assert other.ask("?get-integration").startswith("!get-integration,ok,")
+        assert time.monotonic() - began < 0.25
+    assert public.read_line().startswith("!get-tpi,ok,")
+    assert time.monotonic() - began >= 0.25
+    # longer than the server's own timeout
+    assert control(served, "?delay,get-tpi,30") == "!delay,ok"
+    assert public.ask("?get-tpi") == f"!get-tpi,fail,timeout after {TIMEOUT:g} s"
+
+
+def test_fault_status_word(served: ServeProcess, public: LineClient) -> None:
+    assert control(served, "?status-word,clock-error") == "!status-word,ok"
+    assert parse_message(public.ask("?status")).arguments[1:] == ["clock-error", "0"]
+    assert control(served, "?status-word,ok") == "!status-word,ok"
+    assert parse_message(public.ask("?status")).arguments[1:] == ["ok", "0"]
+
+
+def test_fault_garbage(served: ServeProcess, public: LineClient) -> None:
+    assert control(served, "?garbage") == "!garbage,ok"
+    assert public.ask("?status") + "\r\n" == GARBAGE.decode()
+    assert public.ask("?status").startswith("!status,ok,")  # once only
+
+
+def test_fault_disconnect(served: ServeProcess, public: LineClient) -> None:
+    assert control(served, "?disconnect") == "!disconnect,ok"
+    assert public.ask("?get-integration").startswith("!get-integration,ok,")
+    assert public.read_line() == ""  # then the connection is closed
+    with LineClient(served.port) as again:  # once only
+        assert again.ask("?get-integration").startswith("!get-integration,ok,")
+        assert again.ask("?get-integration").startswith("!get-integration,ok,")
+
+
+def test_fault_list_and_clear(served: ServeProcess, public: LineClient) -> None:
+    assert control(served, "?fail,*,hardware-down", "?delay,time,0.1", "?garbage",
+                   "?faults") == ("!faults,ok,fail:*:hardware-down,delay:time:0.1,garbage")
+    assert control(served, "?clear", "?faults") == "!faults,ok"
+    assert public.ask("?time").startswith("!time,ok,")
+
+
+def test_control_refuses_bad_requests(served: ServeProcess) -> None:
+    assert control(served, "?fail,nosuch,x") == "!fail,fail,unknown command 'nosuch'"
+    assert control(served, "?delay,get-tpi,soon") == (
+        "!delay,fail,invalid seconds 'soon': expected a finite number")
+    assert control(served, "?status").startswith("!status,invalid,unknown command 'status'")
+    assert control(served, "!fail,ok").startswith("!fail,invalid,requests must start")
+    assert control(served, "?faults") == "!faults,ok"
+
+
+# -- your own backend, and SIGTERM ------------------------------------------
+
+
+def test_serve_own_backend_and_sigterm() -> None:
+    server = start_serve(["--backend", "run_server:MyBackend", "--port", "0", "-v"],
+                         cwd=ROOT / "scripts")
+    try:
+        assert server.what == "MyBackend" and server.control_port is None
+        with LineClient(server.port) as client:
+            assert client.ask("?get-tpi,0,0") == "!get-tpi,ok,812.5,790.25"
+            assert client.ask("?get-rms") == "!get-rms,fail,not supported: get-rms"
+            assert client.ask("?set-integration,20000") == (
+                "!set-integration,fail,integration 20000 too long: max 10000 ms")
+            assert client.ask("?start") == "!start,ok"
+            status, err = server.terminate()
+            assert client.read_line() == ""  # closed by the server on its way out
+    finally:
+        server.terminate()
+    assert status == 0, err
+    assert "Traceback" not in err
+    assert "Received SIGTERM" in err
+    assert "request ?get-tpi,0,0" in err  # -v logs requests
+
+
+# -- bad command lines -------------------------------------------------------
+
+
+@pytest.fixture(name="busy_port", scope="module")
+def fixture_busy_port() -> Iterator[int]:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen()
+        yield sock.getsockname()[1]
+
+
+BAD = {
+    "unknown module": (["--backend", "nosuchmodule:Backend"],
+                       "--backend 'nosuchmodule:Backend': no module named 'nosuchmodule'"),
+    "not a backend": (["--backend", "discosbackend.grammar:Message"],
+                      "--backend 'discosbackend.grammar:Message': not a backend"),
+    "port in use": (["--port", "{busy}"],
+                    "cannot listen on tcp:{busy}:interface=127.0.0.1: Address already in use"),
+    "bad endpoint": (["--endpoint", "nosuch:thing"],
+                     "bad endpoint 'nosuch:thing': "),
+}
+
+
+@pytest.fixture(name="bad_runs", scope="module")
+def fixture_bad_runs(busy_port: int) -> dict[str, tuple[int, str, str]]:
+    """Run every bad command line at once; their exit status, stdout, stderr."""
+    processes = {name: run_serve([a.format(busy=busy_port) for a in arguments])
+                 for name, (arguments, _) in BAD.items()}
+    results = {}
+    for name, process in processes.items():
+        out, err = process.communicate(timeout=60)
+        results[name] = (process.returncode, out.decode(), err.decode())
+    return results
+
+
+@pytest.mark.parametrize("name", list(BAD))
+def test_bad_command_line(name: str, bad_runs: dict, busy_port: int) -> None:
+    status, out, err = bad_runs[name]
+    expected = "discos-backend serve: " + BAD[name][1].format(busy=busy_port)
+    assert status == 2
+    assert out == ""
+    assert "Traceback" not in err
+    assert err.count("\n") == 1, err
+    assert err.startswith(expected), err
+
+
+# -- in-process: arguments, backends, addresses ------------------------------
+
+
+def parse(*arguments: str) -> Any:
+    return build_parser().parse_args(["serve", *arguments])
+
+
+def test_build_defaults() -> None:
+    setup = serve_module.build(parse())
+    assert isinstance(setup.backend, BackendSimulator)
+    assert setup.backend.section_count == 2
+    assert isinstance(setup.handler, SimulatorHandler)
+    assert isinstance(setup.control_handler, ControlHandler)
+    assert setup.control_handler.faults is setup.backend.faults
+    assert setup.public == "tcp:8978:interface=127.0.0.1"
+    assert setup.control == "tcp:8979:interface=127.0.0.1"
+    assert setup.timeout is None and not setup.verbose
+    assert setup.describe() == "BackendSimulator (2 sections)"
+
+
+@pytest.mark.parametrize("arguments, public, control_endpoint", [
+    (["--port", "0"], "tcp:0:interface=127.0.0.1", "tcp:0:interface=127.0.0.1"),
+    (["--port", "9000", "--interface", "0.0.0.0"], "tcp:9000:interface=0.0.0.0",
+     "tcp:9001:interface=127.0.0.1"),
+    (["--control-port", "none"], "tcp:8978:interface=127.0.0.1", None),
+    (["--control-port", "OFF"], "tcp:8978:interface=127.0.0.1", None),
+    (["--control-port", "7000", "--control-interface", "::1"], "tcp:8978:interface=127.0.0.1",
+     "tcp:7000:interface=\\:\\:1"),
+    (["--endpoint", "tcp:5000:interface=0.0.0.0"], "tcp:5000:interface=0.0.0.0",
+     "tcp:5001:interface=127.0.0.1"),
+    (["--endpoint", "tcp6:port=6000"], "tcp6:port=6000", "tcp:6001:interface=127.0.0.1"),
+    (["--endpoint", "unix:/tmp/backend.sock"], "unix:/tmp/backend.sock", None),
+    (["--endpoint", "unix:/tmp/b.sock", "--control-port", "0"], "unix:/tmp/b.sock",
+     "tcp:0:interface=127.0.0.1"),
+])
+def test_build_endpoints(arguments: list[str], public: str, control_endpoint: str | None) -> None:
+    setup = serve_module.build(parse(*arguments))
+    assert setup.public == public
+    assert setup.control == control_endpoint
+    assert (setup.control_handler is None) == (control_endpoint is None)
+
+
+def test_build_options() -> None:
+    setup = serve_module.build(parse("--sections", "4", "--timeout", "2.5", "--max-line", "100",
+                                     "-v"))
+    assert setup.backend.section_count == 4
+    assert setup.timeout == 2.5 and setup.max_line == 100 and setup.verbose
+
+
+@pytest.mark.parametrize("arguments", [
+    ["--sections", "0"], ["--sections", "x"], ["--timeout", "-1"], ["--timeout", "inf"],
+    ["--timeout", "nan"], ["--port", "70000"], ["--port", "x"], ["--control-port", "x"],
+    ["--max-line", "0"],
+])
+def test_bad_arguments_refused_by_the_parser(arguments: list[str]) -> None:
+    with pytest.raises(SystemExit):
+        parse(*arguments)
+
+
+class Plain:
+    """A backend not derived from Backend (the old API)."""
+
+    def get_tpi(self) -> list[float]:
+        return [1.0]
+
+
+class NeedsArguments(Backend):
+    def __init__(self, device: str) -> None:
+        super().__init__()
+        self.device = device
+
+
+class Broken(Backend):
+    def __init__(self) -> None:
+        raise RuntimeError("no hardware")
+
+
+class SmallSimulator(BackendSimulator):
+    FEEDS = 1
+
+
+@pytest.mark.parametrize("spec, message", [
+    ("nocolon", "use module:Class"),
+    ("discosbackend.simulator:", "use module:Class"),
+    ("discosbackend.simulator:Nope", "'discosbackend.simulator' has no attribute 'Nope'"),
+    ("discosbackend.server:listen", "not a class"),
+    ("discosbackend.server:DEFAULT_PORT", "not a class"),
+    ("discosbackend.grammar:Message", "not a backend"),
+    ("nosuchmodule.inner:X", "no module named 'nosuchmodule'"),
+])
+def test_load_backend_refuses(spec: str, message: str) -> None:
+    with pytest.raises(CommandLineError, match=message):
+        serve_module.load_backend(spec)
+
+
+def test_load_backend_import_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "brokenbackend.py").write_text("raise RuntimeError('boom')\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with pytest.raises(CommandLineError,
+                       match="cannot import 'brokenbackend': RuntimeError: boom"):
+        serve_module.load_backend("brokenbackend:X")
+
+
+def test_load_backend_accepts() -> None:
+    assert serve_module.load_backend("discosbackend.simulator:BackendSimulator") \
+        is BackendSimulator
+    assert serve_module.load_backend(f"{__name__}:Plain") is Plain
+    assert serve_module.load_backend("discosbackend.backend:Backend") is Backend
+
+
+def test_build_own_backends() -> None:
+    setup = serve_module.build(parse("--backend", f"{__name__}:Plain"))
+    assert isinstance(setup.backend, Plain) and type(setup.handler) is DBProtocolHandler
+    assert setup.control is None and setup.control_handler is None
+    assert setup.describe() == "Plain"
+    setup = serve_module.build(parse("--backend", f"{__name__}:SmallSimulator", "--sections",
+                                     "3"))
+    assert isinstance(setup.handler, SimulatorHandler) and setup.backend.section_count == 3
+    assert setup.control is not None
+
+
+@pytest.mark.parametrize("arguments, message", [
+    (["--backend", f"{__name__}:Plain", "--sections", "2"],
+     "--sections applies to the simulator only"),
+    (["--backend", f"{__name__}:Plain", "--control-port", "9000"],
+     "--control-port applies to the simulator only"),
+    (["--backend", f"{__name__}:NeedsArguments"], "cannot create NeedsArguments: TypeError"),
+    (["--backend", f"{__name__}:Broken"], "cannot create Broken: RuntimeError: no hardware"),
+    (["--sections", "5000"], "cannot create BackendSimulator: ValueError: sections"),
+    (["--port", "65535"], "no default control port after 65535"),
+])
+def test_build_refuses(arguments: list[str], message: str) -> None:
+    with pytest.raises(CommandLineError, match=message):
+        serve_module.build(parse(*arguments))
+
+
+def test_main_reports_bad_backend(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["serve", "--backend", "nosuchmodule:X"]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err == ("discos-backend serve: --backend 'nosuchmodule:X': "
+                            "no module named 'nosuchmodule'\n")
+
+
+@pytest.mark.parametrize("address, text", [
+    (IPv4Address("TCP", "127.0.0.1", 8978), "tcp:127.0.0.1:8978"),
+    (IPv6Address("TCP", "::1", 8978), "tcp6:[::1]:8978"),
+    (UNIXAddress("/tmp/b.sock"), "unix:/tmp/b.sock"),
+    (UNIXAddress(b"/tmp/b.sock"), "unix:/tmp/b.sock"),
+    ("elsewhere", "elsewhere"),
+])
+def test_describe_address(address: object, text: str) -> None:
+    assert serve_module.describe_address(address) == text
+
+
+def test_factory_noise_filtered() -> None:
+    noise = {"log_format": "Starting factory {factory!r}"}
+    assert serve_module._not_factory_noise(noise) is PredicateResult.no
+    assert serve_module._not_factory_noise({"log_format": "connection from {peer}"}) \
+        is PredicateResult.maybe
+    assert serve_module._not_factory_noise({}) is PredicateResult.maybe
+
+
+def test_listen_error_text() -> None:
+    refused = CannotListenError("127.0.0.1", 1, OSError(98, "Address already in use"))
+    assert serve_module._listen_error(Failure(refused), "tcp:1") == (
+        "cannot listen on tcp:1: Address already in use")
+    assert serve_module._listen_error(Failure(RuntimeError("odd")), "x") == (
+        "cannot listen on x: odd")
+
+
+# -- in-process: serve() on a memory reactor ---------------------------------
+
+
+@pytest.fixture(name="quiet")
+def fixture_quiet(monkeypatch: pytest.MonkeyPatch) -> list[bool]:
+    began: list[bool] = []
+    monkeypatch.setattr(serve_module, "_begin_logging", began.append)
+    return began
+
+
+def test_serve_on_memory_reactor(quiet: list[bool]) -> None:
+    reactor = MemoryReactorClock()
+    out = io.StringIO()
+    setup = serve_module.build(parse("--port", "0", "--sections", "3"))
+    assert serve_module.serve(setup, reactor=reactor, out=out) == 0
+    assert reactor.hasRun
+    assert out.getvalue() == ("discos-backend: serving BackendSimulator (3 sections) on "
+                              "tcp:0.0.0.0:0; control on tcp:0.0.0.0:0\n")
+    assert [server[0] for server in reactor.tcpServers] == [0, 0]
+    assert quiet == [False]
+    assert len(reactor.triggers["before"]["shutdown"]) == 1
+
+
+def test_serve_unix_endpoint(quiet: list[bool], tmp_path: Path) -> None:
+    reactor = MemoryReactorClock()
+    out = io.StringIO()
+    path = tmp_path / "b.sock"
+    setup = serve_module.build(parse("--endpoint", f"unix:{path}", "-v"))
+    assert serve_module.serve(setup, reactor=reactor, out=out) == 0
+    assert out.getvalue() == f"discos-backend: serving BackendSimulator (2 sections) on unix:{path}\n"
+    assert quiet == [True]
+
+
+class Refusing(MemoryReactorClock):
+    """Binds the first port, refuses the second."""
+
+    def listenTCP(self, port: int, factory: Any, backlog: int = 50,
+                  interface: str = "") -> Any:
+        if self.tcpServers:
+            raise CannotListenError(interface, port, OSError(98, "Address already in use"))
+        return super().listenTCP(port, factory, backlog, interface)
+
+
+def test_serve_control_port_in_use(quiet: list[bool]) -> None:
+    reactor = Refusing()
+    out = io.StringIO()
+    setup = serve_module.build(parse("--port", "0", "--control-port", "9"))
+    with pytest.raises(CommandLineError,
+                       match="cannot listen on tcp:9:interface=127.0.0.1: Address already"):
+        serve_module.serve(setup, reactor=reactor, out=out)
+    assert out.getvalue() == "" and quiet == [] and not reactor.hasRun
+
+
+def test_serve_bad_endpoint(quiet: list[bool]) -> None:
+    setup = serve_module.build(parse("--endpoint", "tcp:notaport"))
+    with pytest.raises(CommandLineError, match="bad endpoint 'tcp:notaport'"):
+        serve_module.serve(setup, reactor=MemoryReactorClock(), out=io.StringIO())
+
+
+
+def test_serve_late_listen_failure(quiet: list[bool], monkeypatch: pytest.MonkeyPatch) -> None:
+    reactor = MemoryReactorClock()
+    stopped: list[str] = []
+
+    class Port:
+        def stopListening(self) -> None:
+            stopped.append("stopped")
+
+    def late_listen(where: str, *_: Any, **__: Any) -> Deferred:
+        starting: Deferred = Deferred()
+        if where.startswith("tcp:0:"):
+            starting.callback(Port())
+        else:
+            refused = CannotListenError("127.0.0.1", 5, OSError(98, "Address already in use"))
+            reactor.callWhenRunning(starting.errback, Failure(refused))
+        return starting
+
+    monkeypatch.setattr(serve_module.server, "listen", late_listen)
+    setup = serve_module.build(parse("--port", "0", "--control-port", "5"))
+    with pytest.raises(CommandLineError, match="cannot listen on tcp:5:interface=127.0.0.1"):
+        serve_module.serve(setup, reactor=reactor, out=io.StringIO())
+    assert reactor.hasRun and stopped == ["stopped"] and quiet == []
+
+
+def test_backend_module_from_the_current_directory(tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "herebackend.py").write_text(
+        "from discosbackend.backend import Backend\nclass Here(Backend):\n    pass\n")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "path", [p for p in sys.path if p not in ("", str(tmp_path))])
+    assert serve_module.load_backend("herebackend:Here").__name__ == "Here"
+    assert sys.path[0] == str(tmp_path)

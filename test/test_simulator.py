@@ -1,0 +1,596 @@
+"""Unit tests of the backend simulator, its faults and its control handler.
+
+Everything runs on a ``task.Clock`` (advanced to a realistic date) and, for
+the wire-level checks, a ``StringTransport``: no sockets, no sleeping.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+from twisted.internet import task
+from twisted.internet.testing import StringTransport
+
+from discosbackend.errors import ArgumentError, BackendError, InvalidRequest
+from discosbackend.faults import GARBAGE, ControlHandler, Faults
+from discosbackend.grammar import parse_message
+from discosbackend.protocol import DBProtocolFactory
+from discosbackend.simulator import (MODES, UNCONFIGURED, BackendSimulator, Section,
+                                     SimulatorHandler)
+
+NOW = 1_700_000_000.0
+
+#: PROTOCOL.md section 6: every one must be answered ok with default settings.
+MUST_ACCEPT = [
+    "?set-section,1,50.0,200.0,1,CP,10,2048", "?set-section,1,*,*,*,*,*,*", "?cal-on",
+    "?cal-on,10", "?set-enable,0,0", "?set-shift,3", "?get-tpi", "?get-tpi,0,0", "?get-rms",
+    "?set-configuration,SK00",
+    # the typical session
+    "?set-configuration,SK00", "?set-integration,40", "?set-section,0,100,1500,0,0,3000,1024",
+    "?cal-on,10", "?get-tpi,0,0", "?status", "?start", "?stop",
+    "?set-filename,/archive/data/20250110/20250110-101012-P-Src_001_001.fits",
+    # the other commands
+    "?version", "?get-configuration", "?get-integration", "?get-tp0", "?get-tp0,0,0",
+    "?time", "?convert-data", "?end-schedule", "?backend-park",
+    "?set-section,-1,0,2000,0,FullStokes,4000,4096", "?set-section,0,1e+03,1500,1,1,3000,1024",
+]
+
+
+@pytest.fixture(name="clock")
+def fixture_clock() -> task.Clock:
+    clock = task.Clock()
+    clock.advance(NOW)
+    return clock
+
+
+@pytest.fixture(name="sim")
+def fixture_sim(clock: task.Clock) -> BackendSimulator:
+    return BackendSimulator(clock=clock, seed=42)
+
+
+class Wire:
+    """A simulator behind a protocol on a fake transport."""
+
+    def __init__(self, sim: BackendSimulator, clock: task.Clock, timeout: float | None = None):
+        self.sim = sim
+        self.clock = clock
+        self.handler = SimulatorHandler(sim)
+        factory = DBProtocolFactory(self.handler, clock=clock, timeout=timeout)
+        self.protocol = factory.buildProtocol(None)
+        self.transport = StringTransport()
+        self.protocol.makeConnection(self.transport)
+        assert self.take() == ["!version,ok,1.4"]
+
+    def send(self, *lines: str) -> None:
+        self.protocol.dataReceived("".join(line + "\r\n" for line in lines).encode())
+
+    def take(self) -> list[str]:
+        data = self.transport.value().decode()
+        self.transport.clear()
+        assert data == "" or data.endswith("\r\n")
+        return data.split("\r\n")[:-1]
+
+    def ask(self, line: str) -> str:
+        self.send(line)
+        replies = self.take()
+        assert len(replies) == 1, replies
+        return replies[0]
+
+
+@pytest.fixture(name="wire")
+def fixture_wire(sim: BackendSimulator, clock: task.Clock) -> Wire:
+    return Wire(sim, clock)
+
+
+def values(reply: str) -> list[float]:
+    message = parse_message(reply)
+    assert message.code == "ok", reply
+    return [float(value) for value in message.arguments]
+
+
+# -- state and defaults ----------------------------------------------------
+
+
+def test_defaults(sim: BackendSimulator, clock: task.Clock) -> None:
+    assert sim.section_count == 2
+    assert len(sim.sections) == 2
+    assert sim.get_configuration() == UNCONFIGURED == "unconfigured"
+    assert sim.get_integration() == 0
+    assert sim.status() == (NOW, "ok", False)
+    assert sim.time() == NOW
+    clock.advance(1.5)
+    assert sim.time() == NOW + 1.5
+    assert sim.describe() == "BackendSimulator (2 sections)"
+    assert BackendSimulator(sections=1, clock=clock).describe() == "BackendSimulator (1 section)"
+    assert [s.mode for s in sim.sections] == ["LCP", "RCP"]
+    assert not sim.calibration_on
+    assert sim.filename is None
+
+
+@pytest.mark.parametrize("sections", [0, -1, 2000, 1.5, True, "2"])
+def test_bad_section_count(sections: object) -> None:
+    with pytest.raises(ValueError, match="sections"):
+        BackendSimulator(sections=sections)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("line", [line for line in dict.fromkeys(MUST_ACCEPT)
+                                  if line != "?stop"])  # stop needs a start first
+def test_protocol_examples_accepted(wire: Wire, line: str) -> None:
+    reply = wire.ask(line)
+    assert parse_message(reply).code == "ok", reply
+
+
+def test_examples_accepted_in_one_session(wire: Wire) -> None:
+    for line in MUST_ACCEPT:
+        if line == "?stop" and not wire.sim.acquiring:
+            continue
+        assert parse_message(wire.ask(line)).code == "ok", line
+
+
+def test_set_section_stores_and_normalizes(sim: BackendSimulator) -> None:
+    sim.set_section(1, 50.0, 200.0, 1, "cp", 10.0, 2048)
+    assert sim.sections[1] == Section(50.0, 200.0, 1, "CP", 10.0, 2048)
+    sim.set_section(1, "*", "*", "*", "*", "*", "*")
+    assert sim.sections[1] == Section(50.0, 200.0, 1, "CP", 10.0, 2048)
+    sim.set_section(1, "*", 300.0, "*", "2", "*", "*")
+    assert sim.sections[1] == Section(50.0, 300.0, 1, "Stokes", 10.0, 2048)
+    assert sim.sections[0].bandwidth == 1500.0  # untouched
+
+
+def test_set_section_minus_one_applies_to_all(sim: BackendSimulator) -> None:
+    sim.set_section(-1, sim.UNCHANGED, 500.0, 3, sim.UNCHANGED, sim.UNCHANGED, 512)
+    assert [s.bandwidth for s in sim.sections] == [500.0, 500.0]
+    assert [s.feed for s in sim.sections] == [3, 3]
+    assert [s.bins for s in sim.sections] == [512, 512]
+    assert [s.mode for s in sim.sections] == ["LCP", "RCP"]  # kept per section
+
+
+@pytest.mark.parametrize("mode, kept", [
+    ("0", "LCP"), ("1", "RCP"), ("2", "Stokes"), ("LCP", "LCP"), ("rcp", "RCP"),
+    ("CP", "CP"), ("FullStokes", "Stokes"), ("FULLSTOKES", "Stokes"), ("stokes", "Stokes"),
+])
+def test_modes(sim: BackendSimulator, mode: str, kept: str) -> None:
+    sim.set_section(0, "*", "*", "*", mode, "*", "*")
+    assert sim.sections[0].mode == kept
+    assert MODES[mode.lower()] == kept
+
+
+@pytest.mark.parametrize("arguments, reason", [
+    ((0, 100, 5000, 0, "0", 3000, 1024), "bandwidth 5000 out of range 1..2300 MHz"),
+    ((0, 100, 0.5, 0, "0", 3000, 1024), "bandwidth 0.5 out of range"),
+    ((0, -5, 100, 0, "0", 3000, 1024), "frequency -5 out of range"),
+    ((0, 100, 100, 7, "0", 3000, 1024), "feed 7 out of range 0..6"),
+    ((0, 100, 100, -1, "0", 3000, 1024), "feed -1 out of range"),
+    ((0, 100, 100, 0, "XX", 3000, 1024), "mode 'XX' unknown"),
+    ((0, 100, 100, 0, "3", 3000, 1024), "mode '3' unknown"),
+    ((0, 100, 100, 0, "0", 0, 1024), "sample-rate 0 out of range"),
+    ((0, 100, 100, 0, "0", 3000, 1000), "bins 1000 not a power of two"),
+    ((0, 100, 100, 0, "0", 3000, 0), "bins 0 out of range"),
+    ((0, 100, 100, 0, "0", 3000, 2 ** 20), "bins 1048576 out of range"),
+    ((2, 100, 100, 0, "0", 3000, 1024), "section 2 out of range 0..1 (-1 for all)"),
+    ((-2, 100, 100, 0, "0", 3000, 1024), "section -2 out of range"),
+    (("*", 100, 100, 0, "0", 3000, 1024), "section * not allowed"),
+    ((0, "abc", 100, 0, "0", 3000, 1024), "frequency 'abc' is not a number"),
+    ((0, 100, float("nan"), 0, "0", 3000, 1024), "bandwidth nan is not a finite number"),
+    ((0, 100, 100, 1.5, "0", 3000, 1024), "feed 1.5 is not an integer"),
+])
+def test_set_section_rejects(sim: BackendSimulator, arguments: tuple, reason: str) -> None:
+    before = sim.sections
+    with pytest.raises(BackendError) as caught:
+        sim.set_section(*arguments)
+    assert str(caught.value).startswith(reason)
+    assert "," not in str(caught.value)
+    assert sim.sections == before  # nothing applied
+
+
+def test_set_section_fail_reply(wire: Wire) -> None:
+    assert wire.ask("?set-section,0,100,5000,0,0,3000,1024") == (
+        "!set-section,fail,bandwidth 5000 out of range 1..2300 MHz")
+    assert wire.ask("?set-section,0,100,500,0,0,3000") == (
+        "!set-section,fail,set-section needs 7 arguments (got 6)")
+
+
+@pytest.mark.parametrize("name", ["SK00", "XK77", "TPB", "sk00", "K_band-2", "x" * 32])
+def test_configurations_accepted(sim: BackendSimulator, name: str) -> None:
+    sim.set_section(0, "*", 300.0, "*", "*", "*", "*")
+    sim.set_configuration(name)
+    assert sim.get_configuration() == name
+    assert sim.sections == tuple(sim.default_sections())  # loading resets the sections
+
+
+@pytest.mark.parametrize("name", ["", "a b", "SK.00", "x" * 33, "é"])
+def test_configurations_rejected(sim: BackendSimulator, name: str) -> None:
+    with pytest.raises(BackendError, match="^configuration .* unknown"):
+        sim.set_configuration(name)
+    assert sim.get_configuration() == UNCONFIGURED
+
+
+def test_integration(sim: BackendSimulator) -> None:
+    sim.set_integration(40)
+    assert sim.get_integration() == 40
+    with pytest.raises(BackendError, match="integration 3600001 out of range 0..3600000 ms"):
+        sim.set_integration(3_600_001)
+    assert sim.get_integration() == 40
+
+
+def test_cal_on_filename_enable_shift(sim: BackendSimulator) -> None:
+    sim.cal_on(10)
+    assert sim.interleave == 10 and sim.calibration_on
+    sim.cal_on(0)
+    assert not sim.calibration_on
+    with pytest.raises(BackendError, match="interleave -1 negative"):
+        sim.cal_on(-1)
+    sim.set_filename("/archive/x.fits")
+    assert sim.filename == "/archive/x.fits"
+    with pytest.raises(BackendError, match="filename empty"):
+        sim.set_filename("")
+    sim.set_enable(1, 6)
+    assert sim.enabled_feeds == (1, 6)
+    with pytest.raises(BackendError, match="feed 7 out of range"):
+        sim.set_enable(0, 7)
+    assert sim.enabled_feeds == (1, 6)
+    sim.set_shift(3)
+    assert sim.shift == 3
+    with pytest.raises(BackendError, match="shift 40 out of range"):
+        sim.set_shift(40)
+
+
+def test_busy_while_acquiring(sim: BackendSimulator) -> None:
+    sim.start()
+    for call in (lambda: sim.set_configuration("SK00"), lambda: sim.set_integration(10),
+                 lambda: sim.set_section(0, "*", "*", "*", "*", "*", "*"), sim.convert_data):
+        with pytest.raises(BackendError, match="^busy acquiring"):
+            call()
+    sim.cal_on(5)  # allowed while acquiring
+    sim.set_filename("/f")
+    sim.stop()
+    sim.convert_data()
+    assert sim.conversions == 1
+
+
+# -- acquisition ---------------------------------------------------------
+
+
+def test_start_stop_now(sim: BackendSimulator, clock: task.Clock) -> None:
+    sim.start()
+    assert sim.acquiring and sim.started_at == NOW
+    assert sim.status() == (NOW, "ok", True)
+    with pytest.raises(BackendError, match="already acquiring"):
+        sim.start()
+    clock.advance(2)
+    sim.stop()
+    assert not sim.acquiring and sim.stopped_at == NOW + 2
+    with pytest.raises(BackendError, match="not acquiring"):
+        sim.stop()
+
+
+def test_time_tagged_start_stop(wire: Wire, clock: task.Clock) -> None:
+    sim = wire.sim
+    assert wire.ask(f"?start,{NOW + 10:.7f}") == "!start,ok"
+    assert wire.ask(f"?stop,{int((NOW + 20) * 10**7)}") == "!stop,ok"
+    assert sim.pending_start == NOW + 10 and sim.pending_stop == NOW + 20
+    assert wire.ask("?get-tpi,0,0").startswith("!get-tpi,ok,")  # still answering
+    clock.advance(9.9)
+    assert not sim.acquiring
+    clock.advance(0.1)
+    assert sim.acquiring and sim.started_at == NOW + 10
+    assert wire.ask("?status").endswith(",ok,1")
+    clock.advance(10)
+    assert not sim.acquiring and sim.stopped_at == NOW + 20
+    assert wire.ask("?status") == f"!status,ok,{NOW + 20:.7f},ok,0"
+    assert wire.ask("?set-filename,/archive/a.fits") == "!set-filename,ok"
+    assert wire.ask(f"?start,{NOW:.7f}").startswith("!start,fail,past timestamp")
+
+
+def test_park_stops_everything(sim: BackendSimulator, clock: task.Clock) -> None:
+    sim.cal_on(10)
+    sim.start()
+    sim.stop(NOW + 5)
+    sim.park()
+    assert not sim.acquiring and sim.pending_stop is None and sim.parked
+    assert not sim.calibration_on
+    sim.start(NOW + 1)
+    sim.park()
+    clock.advance(2)
+    assert not sim.acquiring
+    sim.end_schedule()
+    assert sim.schedule_ended
+    sim.start()
+    assert not sim.parked and not sim.schedule_ended
+
+
+def test_close_cancels_pending(sim: BackendSimulator, clock: task.Clock) -> None:
+    sim.start(NOW + 1)
+    sim.close()
+    clock.advance(2)
+    assert not sim.acquiring
+
+
+# -- levels ----------------------------------------------------------------
+
+
+def test_one_value_per_section(clock: task.Clock) -> None:
+    sim = BackendSimulator(sections=5, clock=clock, seed=1)
+    for read in (sim.get_tpi, sim.get_tp0, sim.get_rms):
+        found = read()
+        assert len(found) == 5
+        assert all(isinstance(v, float) and math.isfinite(v) for v in found)
+    wire = Wire(sim, clock)
+    assert len(values(wire.ask("?get-tpi,0,0"))) == 5
+
+
+def test_tpi_plausible_and_noisy(sim: BackendSimulator) -> None:
+    first, second = sim.get_tpi(), sim.get_tpi()
+    assert first != second  # noise
+    for a, b, gain in zip(first, second, sim.gains):
+        assert 0.5 * 1500 < a < 0.9 * 1500
+        assert abs(a - b) / a < 0.02
+        assert abs(a / (gain * 1500) - 1) < 0.02
+
+
+def test_tpi_scales_with_bandwidth(sim: BackendSimulator) -> None:
+    wide = sim.get_tpi()
+    sim.set_section(-1, "*", 200.0, "*", "*", "*", "*")
+    narrow = sim.get_tpi()
+    for w, n in zip(wide, narrow):
+        assert w / n == pytest.approx(1500 / 200, rel=0.02)
+    # a bandwidth in the request overrides the sections' own
+    asked = sim.get_tpi(None, 1500.0)
+    for w, a in zip(wide, asked):
+        assert w == pytest.approx(a, rel=0.02)
+
+
+def test_tpi_rises_with_calibration_mark(sim: BackendSimulator) -> None:
+    off = sim.get_tpi()
+    sim.cal_on(10)
+    on = sim.get_tpi()
+    sim.cal_on(0)
+    off_again = sim.get_tpi()
+    for a, b, c in zip(off, on, off_again):
+        assert b / a == pytest.approx(1.12, rel=0.02)
+        assert c == pytest.approx(a, rel=0.02)
+
+
+def test_tp0_near_zero(sim: BackendSimulator) -> None:
+    for zero, level in zip(sim.get_tp0(), sim.get_tpi()):
+        assert 0 <= zero < 1.0
+        assert zero < 0.01 * level
+
+
+def test_rms_follows_integration(sim: BackendSimulator) -> None:
+    sim.set_integration(10)
+    short = sim.get_rms()
+    sim.set_integration(1000)
+    long = sim.get_rms()
+    for s, l, level in zip(short, long, sim.get_tpi()):
+        assert 0 < l < s < level / 100
+        assert s / l == pytest.approx(10, rel=0.3)
+
+
+def test_seed_makes_levels_repeatable(clock: task.Clock) -> None:
+    one, two = BackendSimulator(clock=clock, seed=7), BackendSimulator(clock=clock, seed=7)
+    assert one.get_tpi() == two.get_tpi()
+    assert one.gains == two.gains
+
+
+def test_tpi_arguments_checked(sim: BackendSimulator) -> None:
+    with pytest.raises(BackendError, match="bandwidth 9000 out of range"):
+        sim.get_tpi(100.0, 9000.0)
+    with pytest.raises(BackendError, match="frequency -1 out of range"):
+        sim.get_tp0(-1.0)
+    assert len(sim.get_tpi(100.0, 500.0)) == 2
+
+
+# -- faults ----------------------------------------------------------------
+
+
+def test_faults_api() -> None:
+    faults = Faults(["start", "get-tpi", "version", "status"])
+    assert faults.active() == [] and repr(faults) == "Faults(none)"
+    faults.fail("start", "hardware-error, really")
+    faults.delay("get-tpi", 2.5)
+    faults.status_word("clock-error")
+    faults.garbage_once()
+    faults.close_after_next()
+    assert faults.active() == ["fail:start:hardware-error; really", "delay:get-tpi:2.5",
+                               "status-word:clock-error", "garbage", "disconnect"]
+    assert faults.failure_for("start") == "hardware-error; really"
+    assert faults.failure_for("status") is None
+    assert faults.delay_for("get-tpi") == 2.5 and faults.delay_for("start") == 0.0
+    assert not faults.take_garbage("version")
+    assert faults.take_garbage("status") and not faults.take_garbage("status")
+    assert not faults.take_disconnect("version")
+    assert faults.take_disconnect("status") and not faults.take_disconnect("status")
+    faults.delay("get-tpi", 0)
+    assert faults.delay_for("get-tpi") == 0.0
+    faults.status_word("ok")
+    assert faults.status is None
+    faults.status_word("x")
+    faults.clear()
+    assert faults.active() == [] and faults.status is None
+
+
+def test_faults_for_every_command() -> None:
+    faults = Faults(["start", "version"])
+    faults.fail("*", "down")
+    faults.delay("*", 1)
+    assert faults.failure_for("start") == "down" and faults.delay_for("start") == 1.0
+    assert faults.failure_for("version") is None and faults.delay_for("version") == 0.0
+    faults.fail("version", "broken")
+    assert faults.failure_for("version") == "broken"
+
+
+@pytest.mark.parametrize("call, message", [
+    (lambda f: f.fail("nosuch", "x"), "unknown command 'nosuch'"),
+    (lambda f: f.fail("start", "  "), "empty reason"),
+    (lambda f: f.delay("start", -1), "delay -1 out of range"),
+    (lambda f: f.delay("start", float("nan")), "out of range"),
+    (lambda f: f.delay("start", 1e9), "out of range"),
+    (lambda f: f.delay("start", "soon"), "invalid delay 'soon'"),
+    (lambda f: f.status_word("clock error"), "invalid status word"),
+    (lambda f: f.status_word("a,b"), "invalid status word"),
+])
+def test_faults_refuse(call, message: str) -> None:
+    faults = Faults(["start"])
+    with pytest.raises(ArgumentError, match=message):
+        call(faults)
+    assert faults.active() == []
+
+
+def test_faults_without_table() -> None:
+    faults = Faults()
+    faults.fail("anything-goes", "x")
+    with pytest.raises(ValueError):
+        faults.fail("bad name", "x")
+
+
+def test_simulator_faults_know_its_commands(sim: BackendSimulator) -> None:
+    sim.faults.fail("get-rms", "x")
+    sim.faults.fail("backend-park", "x")
+    with pytest.raises(ArgumentError):
+        sim.faults.fail("get_rms", "x")
+
+
+def test_fail_fault(wire: Wire) -> None:
+    assert wire.handler.faults is wire.sim.faults
+    wire.sim.faults.fail("start", "hardware-error")
+    assert wire.ask("?start") == "!start,fail,hardware-error"
+    assert not wire.sim.acquiring  # the backend was not asked
+    assert wire.ask("?status").startswith("!status,ok,")
+    assert wire.ask("?nosuch") == "!nosuch,invalid,unknown command 'nosuch'"
+    wire.sim.faults.clear()
+    assert wire.ask("?start") == "!start,ok"
+
+
+def test_status_word_fault(wire: Wire) -> None:
+    wire.sim.faults.status_word("clock-error")
+    assert wire.ask("?status") == f"!status,ok,{NOW:.7f},clock-error,0"
+    wire.sim.faults.clear()
+    assert wire.ask("?status") == f"!status,ok,{NOW:.7f},ok,0"
+
+
+def test_delay_fault_uses_the_clock(wire: Wire) -> None:
+    wire.sim.faults.delay("get-tpi", 2.5)
+    wire.send("?get-tpi,0,0", "?status")
+    assert wire.take() == []  # the status reply waits behind the delayed one
+    wire.clock.advance(2.4)
+    assert wire.take() == []
+    wire.clock.advance(0.1)
+    replies = wire.take()
+    assert len(replies) == 2
+    assert replies[0].startswith("!get-tpi,ok,") and replies[1].startswith("!status,ok,")
+
+
+def test_delay_then_fail(wire: Wire) -> None:
+    wire.sim.faults.delay("start", 1)
+    wire.sim.faults.fail("start", "late-error")
+    wire.send("?start")
+    wire.clock.advance(1)
+    assert wire.take() == ["!start,fail,late-error"]
+
+
+def test_garbage_fault(wire: Wire) -> None:
+    wire.sim.faults.garbage_once()
+    assert wire.ask("?version") == "!version,ok,1.4"  # never garbled
+    wire.send("?status")
+    assert wire.transport.value() == GARBAGE
+    wire.transport.clear()
+    with pytest.raises(Exception):
+        parse_message(GARBAGE.decode())
+    assert wire.ask("?status").startswith("!status,ok,")
+
+
+def test_close_fault(wire: Wire) -> None:
+    wire.sim.faults.close_after_next()
+    assert wire.ask("?version") == "!version,ok,1.4"
+    assert not wire.transport.disconnecting
+    assert wire.ask("?get-integration") == "!get-integration,ok,0"
+    assert wire.transport.disconnecting
+    assert wire.sim.faults.active() == []
+
+
+def test_close_fault_after_a_failure(wire: Wire) -> None:
+    wire.sim.faults.close_after_next()
+    assert wire.ask("?stop") == "!stop,fail,not acquiring"
+    assert wire.transport.disconnecting
+
+
+def test_close_fault_after_an_internal_error(wire: Wire) -> None:
+    def broken() -> None:
+        raise RuntimeError("oops")
+    wire.sim.get_rms = broken  # type: ignore[method-assign]
+    wire.sim.faults.close_after_next()
+    assert wire.ask("?get-rms") == "!get-rms,fail,internal error: RuntimeError: oops"
+    assert wire.transport.disconnecting
+
+
+def test_close_fault_with_delay(wire: Wire) -> None:
+    wire.sim.faults.delay("time", 3)
+    wire.sim.faults.close_after_next()
+    wire.send("?time")
+    wire.clock.advance(3)
+    assert wire.take() == [f"!time,ok,{NOW + 3:.7f}"]
+    assert wire.transport.disconnecting
+
+
+def test_delay_beyond_the_server_timeout(sim: BackendSimulator, clock: task.Clock) -> None:
+    wire = Wire(sim, clock, timeout=1.0)
+    sim.faults.delay("get-tpi", 5)
+    sim.faults.close_after_next()
+    wire.send("?get-tpi")
+    clock.advance(1)
+    assert wire.take() == ["!get-tpi,fail,timeout after 1 s"]
+    clock.advance(10)
+    assert wire.take() == []
+
+
+# -- control handler -------------------------------------------------------
+
+
+def control(faults: Faults, line: str) -> str:
+    return str(ControlHandler(faults).handle(parse_message(line)))
+
+
+def test_control_commands(sim: BackendSimulator) -> None:
+    faults = sim.faults
+    assert control(faults, "?version") == "!version,ok,1.4"
+    assert control(faults, "?fail,start,hardware-error") == "!fail,ok"
+    assert control(faults, "?delay,get-tpi,2.5") == "!delay,ok"
+    assert control(faults, "?status-word,clock-error") == "!status-word,ok"
+    assert control(faults, "?garbage") == "!garbage,ok"
+    assert control(faults, "?disconnect") == "!disconnect,ok"
+    assert control(faults, "?faults") == ("!faults,ok,fail:start:hardware-error,"
+                                         "delay:get-tpi:2.5,status-word:clock-error,"
+                                         "garbage,disconnect")
+    assert sim.status()[1] == "clock-error"
+    assert control(faults, "?clear") == "!clear,ok"
+    assert control(faults, "?faults") == "!faults,ok"
+
+
+@pytest.mark.parametrize("line, error, text", [
+    ("?fail,nosuch,x", ArgumentError, "unknown command 'nosuch'"),
+    ("?fail,start", ArgumentError, "fail needs 2 arguments"),
+    ("?delay,get-tpi,soon", ArgumentError, "invalid seconds 'soon'"),
+    ("?delay,get-tpi,-1", ArgumentError, "delay -1.0 out of range"),
+    ("?status-word,a b", ArgumentError, "invalid word"),
+    ("?clear,now", ArgumentError, "clear takes no arguments"),
+    ("?status", InvalidRequest, "unknown command 'status'"),
+])
+def test_control_refuses(sim: BackendSimulator, line: str, error: type, text: str) -> None:
+    with pytest.raises(error, match=text):
+        control(sim.faults, line)
+    assert sim.faults.active() == []
+
+
+def test_control_over_the_protocol(sim: BackendSimulator) -> None:
+    factory = DBProtocolFactory(ControlHandler(sim.faults))
+    protocol = factory.buildProtocol(None)
+    transport = StringTransport()
+    protocol.makeConnection(transport)
+    protocol.dataReceived(b"?fail,start,hardware-error\r\n?nosuch\r\n?delay,x,1\r\n")
+    assert transport.value().decode().split("\r\n") == [
+        "!version,ok,1.4", "!fail,ok",
+        "!nosuch,invalid,unknown command 'nosuch': use one of clear delay disconnect fail "
+        "faults garbage status-word version",
+        "!delay,fail,unknown command 'x'", ""]

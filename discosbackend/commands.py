@@ -247,6 +247,11 @@ class Command:
         return values
 
     @cached_property
+    def _fixed_count(self) -> int:
+        """How many values the reply has, or -1 if it has one per section."""
+        return -1 if self.reply and self.reply[-1].repeated else len(self.reply)
+
+    @cached_property
     def _formatters(self) -> tuple[Callable[[Any], str], ...]:
         return tuple(value.kind.format for value in self.reply)
 
@@ -266,27 +271,35 @@ class Command:
         else is one value.  Raises :class:`ArgumentError` when the result
         does not have the declared shape.
         """
+        if result.__class__ is tuple and len(result) == self._fixed_count:
+            formatters, values = self._formatters, result  # the usual case
+        else:
+            formatters, values = self._fit(result)
+        try:
+            return list(map(call, formatters, values))
+        except (ValueError, TypeError, ArithmeticError) as error:
+            raise ArgumentError(
+                f"backend returned a bad value for {self.name}: {error!s}") from None
+
+    def _fit(self, result: Any) -> tuple[Sequence[Callable[[Any], str]], Sequence[Any]]:
+        """The formatters for each value of ``result``, and the values."""
         if result is None:
             values: Sequence[Any] = ()
         elif isinstance(result, (list, tuple)):
             values = result
         else:
             values = (result,)
-        if not self.reply:
-            return []  # the command has nothing to report: ignore extras
         formatters = self._formatters
+        if not self.reply:
+            return (), ()  # the command has nothing to report: ignore extras
         if self.reply[-1].repeated:
             fixed = len(formatters) - 1
             if len(values) < fixed:
                 raise ArgumentError(self._shape_error(len(values)))
-            formatters = formatters[:fixed] + formatters[fixed:] * (len(values) - fixed)
-        elif len(values) != len(formatters):
+            return formatters[:fixed] + formatters[fixed:] * (len(values) - fixed), values
+        if len(values) != len(formatters):
             raise ArgumentError(self._shape_error(len(values)))
-        try:
-            return list(map(call, formatters, values))
-        except (ValueError, TypeError, ArithmeticError) as error:
-            raise ArgumentError(
-                f"backend returned a bad value for {self.name}: {error!s}") from None
+        return formatters, values
 
     def _shape_error(self, count: int) -> str:
         return (f"backend returned {count} values for {self.name}: expected "

@@ -138,13 +138,21 @@ class DBProtocolHandler(Handler):
                 return result.addCallback(self._reply, command)
             if result.__class__ is CoroutineType:
                 return Deferred.fromCoroutine(result).addCallback(self._reply, command)
-        return self._reply(result, command)
+        try:
+            return ok(name, *command.format_reply(result))
+        except ArgumentError:
+            self._misfit(command, result)
+            raise
 
-    @staticmethod
-    def _reply(result: Any, command: Command) -> Message:
+    @classmethod
+    def _reply(cls, result: Any, command: Command) -> Message:
         try:
             return ok(command.name, *command.format_reply(result))
         except ArgumentError:
-            _log.error("backend answered {command} with {result!r}, which does not fit"
-                       " its reply shape", command=command.name, result=result)
+            cls._misfit(command, result)
             raise
+
+    @staticmethod
+    def _misfit(command: Command, result: Any) -> None:
+        _log.error("backend answered {command} with {result!r}, which does not fit"
+                   " its reply shape", command=command.name, result=result)

@@ -19,8 +19,8 @@ from twisted.python.failure import Failure
 
 from discosbackend.commands import VERSION, reason_text
 from discosbackend.errors import HandlerException
-from discosbackend.grammar import (ENCODING, ENCODING_ERRORS, EOL, FAIL, INVALID,
-                                   UNDEFINED_NAME, GrammarException, Message, parse_message,
+from discosbackend.grammar import (ENCODING, ENCODING_ERRORS, EOL, FAIL, INVALID, REPLY,
+                                   REQUEST, UNDEFINED_NAME, GrammarException, Message, parse_message,
                                    reply, serialize_line)
 from discosbackend.handlers import Handler
 
@@ -98,7 +98,7 @@ class Responder:
             message = parse_message(line.decode(ENCODING, ENCODING_ERRORS))
         except GrammarException as error:
             return _error_reply(error.name or UNDEFINED_NAME, INVALID, error.reason)
-        if not message.is_request():
+        if message.message_type != REQUEST:
             return _error_reply(message.name, INVALID, "requests must start with '?'")
         if self.log_requests:
             _log.debug("request {request}", request=str(message))
@@ -106,7 +106,7 @@ class Responder:
             answer = self.handler.handle(message)
         except Exception as error:  # pylint: disable=broad-except
             return self._failed(Failure(error), message)
-        if isinstance(answer, defer.Deferred):
+        if answer.__class__ is not Message and isinstance(answer, defer.Deferred):
             if self.timeout is not None:
                 answer.addTimeout(self.timeout, self.clock)
             return answer.addCallbacks(self._answered, self._failed,
@@ -120,7 +120,8 @@ class Responder:
     def _answered(self, answer: Any, request: Message) -> bytes:
         if answer.__class__ is RawReply:
             return answer
-        if not (isinstance(answer, Message) and answer.is_correct_reply(request)):
+        if not (isinstance(answer, Message) and answer.message_type == REPLY
+                and answer.name == request.name):
             _log.error("handler {handler!r} answered {request} with {answer!r}, "
                        "which is not a reply to it", handler=self.handler,
                        request=str(request), answer=answer)

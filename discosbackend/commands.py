@@ -153,7 +153,7 @@ def _format_timestamp(value: Any) -> str:
 
 
 INTEGER = Kind("integer", "an integer", _parse_integer, _format_integer)
-NON_NEGATIVE_INTEGER = Kind("integer>=0", "an integer >= 0", _parse_non_negative,
+NON_NEGATIVE_INTEGER = Kind("unsigned", "an integer >= 0", _parse_non_negative,
                             _format_integer)
 FLOAT = Kind("float", "a finite number", _parse_float, _format_float)
 TEXT = Kind("text", "a non-empty text", _parse_text, _format_text)
@@ -196,7 +196,7 @@ class Argument:
         return value
 
     def usage(self) -> str:
-        """How this argument looks in a usage line, e.g. ``[<interleave:integer>=0>]``."""
+        """How this argument looks in a usage line, e.g. ``[<interleave:unsigned>]``."""
         text = f"<{self.name}:{self.kind.name}{'|*' if self.wildcard else ''}>"
         return f"[{text}]" if self.optional else text
 
@@ -322,8 +322,20 @@ class Command:
             raise ArgumentError(f"bad value in {self.name} reply: {error!s}") from None
 
     def usage(self) -> str:
-        """A one-line usage, e.g. ``set-enable <feed1:integer> <feed2:integer>``."""
-        return " ".join([self.name] + [argument.usage() for argument in self.arguments])
+        """How a request is typed, e.g. ``cal-on[,<interleave:unsigned>]``.
+
+        Arguments are separated by commas as on the wire; optional ones are
+        bracketed.
+        """
+        text, closing = self.name, ""
+        for argument in self.arguments:
+            usage = argument.usage()
+            if argument.optional:
+                text += "[," + usage[1:-1]
+                closing += "]"
+            else:
+                text += "," + usage
+        return text + closing
 
 
 def _section_argument(name: str, kind: Kind) -> Argument:

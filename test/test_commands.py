@@ -294,7 +294,7 @@ def test_zero_is_default(text, value):
     (Argument("bins", INTEGER, wildcard=True), "<bins:integer|*>"),
     (Argument("frequency", FLOAT, optional=True), "[<frequency:float>]"),
     (Argument("interleave", NON_NEGATIVE_INTEGER, optional=True, default=0),
-     "[<interleave:integer>=0>]"),
+     "[<interleave:unsigned>]"),
 ])
 def test_argument_usage(argument, usage):
     assert argument.usage() == usage
@@ -548,16 +548,16 @@ def test_parse_reply_errors(name, texts, message):
 @pytest.mark.parametrize("name, usage", [
     ("status", "status"),
     ("version", "version"),
-    ("set-configuration", "set-configuration <configuration:text>"),
-    ("set-integration", "set-integration <integration:integer>=0>"),
-    ("get-tpi", "get-tpi [<frequency:float>] [<bandwidth:float>]"),
-    ("start", "start [<timestamp:timestamp>]"),
-    ("set-section", "set-section <section:integer|*> <start_freq:float|*> "
-                    "<bandwidth:float|*> <feed:integer|*> <mode:text|*> "
-                    "<sample_rate:float|*> <bins:integer|*>"),
-    ("cal-on", "cal-on [<interleave:integer>=0>]"),
-    ("set-enable", "set-enable <feed1:integer> <feed2:integer>"),
-    ("set-shift", "set-shift <shift:integer>"),
+    ("set-configuration", "set-configuration,<configuration:text>"),
+    ("set-integration", "set-integration,<integration:unsigned>"),
+    ("get-tpi", "get-tpi[,<frequency:float>[,<bandwidth:float>]]"),
+    ("start", "start[,<timestamp:timestamp>]"),
+    ("set-section", "set-section,<section:integer|*>,<start_freq:float|*>,"
+                    "<bandwidth:float|*>,<feed:integer|*>,<mode:text|*>,"
+                    "<sample_rate:float|*>,<bins:integer|*>"),
+    ("cal-on", "cal-on[,<interleave:unsigned>]"),
+    ("set-enable", "set-enable,<feed1:integer>,<feed2:integer>"),
+    ("set-shift", "set-shift,<shift:integer>"),
 ])
 def test_usage(name, usage):
     assert COMMANDS[name].usage() == usage
@@ -712,7 +712,7 @@ def test_extension_default_reply_is_repeated_text():
     with pytest.raises(ArgumentError) as caught:
         sweep.parse_arguments(["ten"])
     assert str(caught.value) == "invalid points 'ten': expected an integer"
-    assert sweep.usage() == "target-sweep <points:integer>"
+    assert sweep.usage() == "target-sweep,<points:integer>"
 
 
 def test_extension_summary_from_docstring_first_line():

@@ -23,7 +23,7 @@ from discosbackend.client.errors import ClientError
 from discosbackend.commands import COMMANDS, Command
 from discosbackend.grammar import FAIL, INVALID, OK, REQUEST
 
-__all__ = ["add_parser", "run", "Console", "wire_usage", "HISTORY_FILE"]
+__all__ = ["add_parser", "run", "Console", "HISTORY_FILE"]
 
 #: Where the line editor keeps its history.
 HISTORY_FILE = "~/.discos_backend_history"
@@ -39,25 +39,8 @@ _RESET = "\x1b[0m"
 _USAGE_WIDTH = 34
 
 
-def wire_usage(command: Command) -> str:
-    """How a request for ``command`` is typed, e.g. ``cal-on[,<interleave:integer>=0>]``.
-
-    Built from each :class:`~discosbackend.commands.Argument`'s ``usage()``,
-    separated by commas as on the wire; optional arguments are bracketed.
-    """
-    text, closing = command.name, ""
-    for argument in command.arguments:
-        usage = argument.usage()
-        if argument.optional:
-            text += "[," + usage[1:-1]
-            closing += "]"
-        else:
-            text += "," + usage
-    return text + closing
-
-
 def _describe(command: Command) -> list[str]:
-    lines = [wire_usage(command), f"  {command.summary or 'no description'}"]
+    lines = [command.usage(), f"  {command.summary or 'no description'}"]
     for argument in command.arguments:
         notes = [argument.kind.expectation + (" or * (unchanged)" if argument.wildcard else "")]
         if argument.optional:
@@ -138,7 +121,7 @@ class Console:
             return
         self.say("Requests: NAME[,ARGUMENT...], with or without the leading '?'. Commands:")
         for command in self.commands.values():
-            usage = wire_usage(command)
+            usage = command.usage()
             if len(usage) > _USAGE_WIDTH:
                 self.say(f"  {usage}")
                 self.say(f"  {'':{_USAGE_WIDTH}}  {command.summary}")

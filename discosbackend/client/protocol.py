@@ -2,7 +2,7 @@
 
 ::
 
-    from twisted.internet import task
+    from twisted.internet import defer, task
     from discosbackend.client import connect
 
     async def main(reactor):
@@ -34,6 +34,7 @@ from typing import Any, TypeVar
 from twisted.internet import defer
 from twisted.internet.endpoints import (HostnameEndpoint, UNIXClientEndpoint,
                                         clientFromString)
+from twisted.internet.error import ConnectingCancelledError
 from twisted.internet.interfaces import IAddress, IReactorTime, IStreamClientEndpoint
 from twisted.internet.protocol import Factory
 from twisted.protocols.basic import LineOnlyReceiver
@@ -56,7 +57,8 @@ DEFAULT_CONNECT_TIMEOUT = 10.0
 T = TypeVar("T")
 
 
-def _reactor() -> Any:
+def default_reactor() -> Any:
+    """The global reactor (imported only when needed)."""
     from twisted.internet import reactor
     return reactor
 
@@ -67,7 +69,7 @@ def timeout_converter(request_message: Message, timeout: float) -> Any:
         if isinstance(result, Failure):
             return Failure(RequestTimeout(
                 f"{request_message.name}: no reply within {timeout:g} s"))
-        return result
+        return result  # pragma: no cover - a timed-out Deferred always fails
     return convert
 
 
@@ -141,7 +143,7 @@ class DBClientProtocol(LineOnlyReceiver, TypedCommands):
     def clock(self) -> IReactorTime:
         """The clock that times requests out."""
         if self._clock is None:
-            self._clock = _reactor()
+            self._clock = default_reactor()
         return self._clock  # type: ignore[return-value]
 
     @property
@@ -151,8 +153,9 @@ class DBClientProtocol(LineOnlyReceiver, TypedCommands):
 
     @property
     def is_open(self) -> bool:
-        """Whether requests can be sent now."""
-        return self._open and self._error is None
+        """Whether requests can be sent now (connected, not closing, no protocol error)."""
+        return (self._open and self._error is None
+                and not getattr(self.transport, "disconnecting", False))
 
     # -- life cycle -----------------------------------------------------
 
@@ -232,6 +235,8 @@ class DBClientProtocol(LineOnlyReceiver, TypedCommands):
         data = serialize_line(message)
         if not self.is_open:
             why = f"protocol error: {self._error}" if self._error else "not connected"
+            if self._open and self._error is None:
+                why = "the connection is closing"
             return defer.fail(ConnectionLost(f"{message.name}: {why}"))
         entry = _Pending(message)
         self._pending.append(entry)
@@ -326,7 +331,7 @@ def client_endpoint(where: str | Address | IStreamClientEndpoint, reactor: Any =
     if IStreamClientEndpoint.providedBy(where):  # pylint: disable=no-value-for-parameter
         return where  # type: ignore[return-value]
     if reactor is None:
-        reactor = _reactor()
+        reactor = default_reactor()
     address = parse_address(where) if isinstance(where, str) else where
     if not isinstance(address, Address):
         raise TypeError(f"cannot connect to a {type(where).__name__}")
@@ -337,7 +342,8 @@ def client_endpoint(where: str | Address | IStreamClientEndpoint, reactor: Any =
     return HostnameEndpoint(reactor, address.host, address.port, timeout=timeout)
 
 
-def _no_greeting(text: str) -> Any:
+def greeting_timeout_converter(text: str) -> Any:
+    """An ``onTimeoutCancel`` for a greeting wait: fail with ConnectFailed(``text``)."""
     def convert(result: Any, _timeout: float) -> Any:
         if isinstance(result, Failure):
             return Failure(ConnectFailed(text))
@@ -345,7 +351,7 @@ def _no_greeting(text: str) -> Any:
     return convert
 
 
-def _drop(failure: Failure, protocol: DBClientProtocol) -> Failure:
+def drop_connection(failure: Failure, protocol: DBClientProtocol) -> Failure:
     """Abort a connection that will not be used (no greeting, or cancelled)."""
     transport = protocol.transport
     if transport is not None and not getattr(transport, "disconnected", False):
@@ -360,29 +366,31 @@ def connect(where: str | Address | IStreamClientEndpoint, *, timeout: float | No
 
     ``where`` is ``HOST:PORT``, a Twisted endpoint string (``tcp:...``,
     ``unix:path=...``) or a client endpoint.  ``timeout`` is the default
-    per-request timeout; ``connect_timeout`` bounds connecting plus reading
-    the greeting.  Fails with
-    :class:`~discosbackend.client.errors.ConnectFailed` (or ProtocolError
-    for a server that does not greet like a DISCOS backend).
+    per-request timeout; ``connect_timeout`` bounds the connection attempt
+    and, once connected, the wait for the greeting.  Fails with
+    :class:`~discosbackend.client.errors.ConnectFailed` when the connection
+    cannot be made or no proper greeting comes; cancelling it fails it with
+    ``CancelledError`` (or ``ConnectingCancelledError``).
     """
     if reactor is None:
-        reactor = _reactor()
+        reactor = default_reactor()
     endpoint = client_endpoint(where, reactor,
                                connect_timeout if connect_timeout else DEFAULT_CONNECT_TIMEOUT)
     factory = DBClientFactory(timeout=timeout, clock=reactor)
     connecting = endpoint.connect(factory)
 
     def cannot_connect(failure: Failure) -> Failure:
-        if failure.check(ClientError):
+        if failure.check(defer.CancelledError, ConnectingCancelledError):
             return failure
         return Failure(ConnectFailed(f"cannot connect to {where}: {failure.getErrorMessage()}"))
 
     def connected(protocol: DBClientProtocol) -> defer.Deferred:
         ready = protocol.when_ready()
         if connect_timeout:
-            ready.addTimeout(connect_timeout, reactor, onTimeoutCancel=_no_greeting(
-                f"no greeting from {where} within {connect_timeout:g} s"))
-        return ready.addErrback(_drop, protocol)
+            late = greeting_timeout_converter(
+                f"no greeting from {where} within {connect_timeout:g} s")
+            ready.addTimeout(connect_timeout, reactor, onTimeoutCancel=late)
+        return ready.addErrback(drop_connection, protocol)
 
     connecting.addCallbacks(connected, cannot_connect)
     return connecting

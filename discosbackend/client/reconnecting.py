@@ -3,7 +3,13 @@
 It is built on :class:`twisted.application.internet.ClientService` with an
 exponential backoff (``backoffPolicy``).  Every new connection is used only
 once its greeting has been read, so :attr:`ReconnectingClient.server_version`
-always describes the server now connected.
+always describes the server now connected; a connection whose greeting is
+bad or late is dropped and retried.  (The greeting is awaited beside
+ClientService, not with its ``prepareConnection`` hook: ClientService
+cannot handle a connection that closes while that hook is pending.)
+ClientService counts a connection that was opened as a success, so a
+server that keeps sending a bad greeting is retried at the first backoff
+delay, not an ever longer one.
 
 Requests are never sent twice: a request pending when the connection
 drops fails with :class:`~discosbackend.client.errors.ConnectionLost` (the
@@ -19,20 +25,36 @@ from typing import Any, Callable, TypeVar
 
 from twisted.application.internet import ClientService, backoffPolicy
 from twisted.internet import defer
-from twisted.internet.interfaces import IStreamClientEndpoint
+from twisted.internet.interfaces import IAddress, IStreamClientEndpoint
+from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from discosbackend.client.address import Address
 from discosbackend.client.errors import ConnectionLost
 from discosbackend.client.protocol import (DEFAULT_CONNECT_TIMEOUT, DBClientFactory,
-                                           DBClientProtocol, _drop, _no_greeting, _reactor,
-                                           client_endpoint, timeout_converter)
+                                           DBClientProtocol, client_endpoint, default_reactor,
+                                           drop_connection, greeting_timeout_converter,
+                                           timeout_converter)
 from discosbackend.client.typed import Call, TypedCommands, format_argument
 from discosbackend.grammar import Message, request
 
 __all__ = ["ReconnectingClient"]
 
 T = TypeVar("T")
+_log = Logger()
+
+
+class _WatchingFactory(DBClientFactory):
+    """Tells the client about each protocol it builds."""
+
+    def __init__(self, watch: Callable[[DBClientProtocol], None], clock: Any) -> None:
+        super().__init__(clock=clock)
+        self._watch = watch
+
+    def buildProtocol(self, addr: IAddress) -> DBClientProtocol:
+        built = super().buildProtocol(addr)
+        self._watch(built)
+        return built
 
 
 class ReconnectingClient(TypedCommands):
@@ -52,7 +74,7 @@ class ReconnectingClient(TypedCommands):
                  jitter: Callable[[], float] | None = None,
                  connect_timeout: float | None = DEFAULT_CONNECT_TIMEOUT,
                  reactor: Any = None) -> None:
-        self._reactor = reactor if reactor is not None else _reactor()
+        self._reactor = reactor if reactor is not None else default_reactor()
         self.where = where
         self.timeout = timeout
         self.wait = wait
@@ -61,13 +83,14 @@ class ReconnectingClient(TypedCommands):
         self.connections = 0
         self._protocol: DBClientProtocol | None = None
         self._stopping = False
+        self._waiting: list[defer.Deferred] = []
         policy = (backoffPolicy(initial_delay, max_delay, factor) if jitter is None
                   else backoffPolicy(initial_delay, max_delay, factor, jitter=jitter))
         endpoint = client_endpoint(where, self._reactor,
                                    connect_timeout or DEFAULT_CONNECT_TIMEOUT)
-        self._service = ClientService(endpoint, DBClientFactory(clock=self._reactor),
-                                      retryPolicy=policy, clock=self._reactor,
-                                      prepareConnection=self._prepare)
+        factory = _WatchingFactory(self._connecting, self._reactor)
+        self._service = ClientService(endpoint, factory, retryPolicy=policy,
+                                      clock=self._reactor)
 
     # -- connection -----------------------------------------------------
 
@@ -92,24 +115,48 @@ class ReconnectingClient(TypedCommands):
         Requests waiting for a connection fail with ``ConnectionLost``.
         """
         self._stopping = True
+        waiting, self._waiting = self._waiting, []
+        for waiter in waiting:
+            waiter.errback(ConnectionLost(f"the client of {self.where} was closed"))
         return self._service.stopService()
 
     def when_connected(self) -> defer.Deferred:
-        """Fires with the connected :class:`DBClientProtocol` (greeting read)."""
-        return self._service.whenConnected()
+        """Fires with the connected :class:`DBClientProtocol` (greeting read).
 
-    def _prepare(self, protocol: DBClientProtocol) -> defer.Deferred:
+        That is the current connection if it is open, else the next one.
+        """
+        protocol = self._protocol
+        if protocol is not None and protocol.is_open:
+            return defer.succeed(protocol)
+        if self._stopping:
+            return defer.fail(ConnectionLost(f"the client of {self.where} is closed"))
+        waiter: defer.Deferred = defer.Deferred(self._waiting.remove)
+        self._waiting.append(waiter)
+        return waiter
+
+    def _connecting(self, protocol: DBClientProtocol) -> None:
+        """A new connection: use it once its greeting is read, else drop it."""
         ready = protocol.when_ready()
         if self.connect_timeout:
-            ready.addTimeout(self.connect_timeout, self._reactor, onTimeoutCancel=_no_greeting(
-                f"no greeting from {self.where} within {self.connect_timeout:g} s"))
-        ready.addCallbacks(self._greeted, _drop, errbackArgs=(protocol,))
-        return ready
+            ready.addTimeout(self.connect_timeout, self._reactor,
+                             onTimeoutCancel=greeting_timeout_converter(
+                                 f"no greeting from {self.where} within "
+                                 f"{self.connect_timeout:g} s"))
+        ready.addCallbacks(self._greeted, drop_connection, errbackArgs=(protocol,))
+        ready.addErrback(self._dropped)
+
+    def _dropped(self, failure: Failure) -> None:
+        # ClientService sees the connection close and tries again later.
+        _log.info("connection to {where} dropped: {why}", where=self.where,
+                  why=failure.getErrorMessage())
 
     def _greeted(self, protocol: DBClientProtocol) -> DBClientProtocol:
         self._protocol = protocol
         self.connections += 1
         protocol.when_closed().addCallback(self._closed, protocol)
+        waiting, self._waiting = self._waiting, []
+        for waiter in waiting:  # in the order the requests were made
+            waiter.callback(protocol)
         return protocol
 
     def _closed(self, _: None, protocol: DBClientProtocol) -> None:
@@ -138,20 +185,14 @@ class ReconnectingClient(TypedCommands):
         elif not self.wait or self._stopping:
             return defer.fail(ConnectionLost(f"{message.name}: not connected to {self.where}"))
         else:
-            sent = self._service.whenConnected()
-            sent.addCallbacks(lambda connected: connected.send_request(message),
-                              self._not_connected, errbackArgs=(message,))
+            sent = self.when_connected()
+            sent.addCallback(lambda connected: connected.send_request(message))
         if timeout is None:
             timeout = self.timeout
         if timeout is not None:
             sent.addTimeout(timeout, self._reactor,
                             onTimeoutCancel=timeout_converter(message, timeout))
         return sent
-
-    def _not_connected(self, failure: Failure, message: Message) -> Failure:
-        if self._stopping and failure.check(defer.CancelledError):
-            return Failure(ConnectionLost(f"{message.name}: the client was stopped"))
-        return failure
 
     def _perform(self, call: Call[T]) -> defer.Deferred:
         return self.request(call.name, *call.arguments).addCallback(call.convert)

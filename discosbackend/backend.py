@@ -103,7 +103,7 @@ class Backend:
         The timestamp is unix seconds (float) or an astropy ``Time``; the
         status word is ``ok`` when healthy, else one short word.
         """
-        return self.time(), "ok", self.acquiring
+        return self.time(), "ok", self._acquiring
 
     def time(self) -> float | Time:
         """``time``: the backend's clock, unix seconds or an astropy ``Time``."""

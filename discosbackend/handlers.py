@@ -103,7 +103,7 @@ class DBProtocolHandler(Handler):
     def __init__(self, backend: Any) -> None:
         self.backend = backend
         self.commands: dict[str, Command] = commands_of(backend)
-        self._limits: dict[str, int | None] = {}
+        self._keep: dict[str, int | None] = {}  # how many values each method takes
 
     def start(self) -> None:
         starter = getattr(self.backend, "open", None)
@@ -120,18 +120,20 @@ class DBProtocolHandler(Handler):
         command = self.commands.get(name)
         if command is None:
             raise InvalidRequest(f"unknown command {name!r}")
-        values = command.parse_arguments(message.arguments)
+        arguments = message.arguments
+        values = command.parse_arguments(arguments) if arguments or command.arguments else ()
         if command.method is None:
             return ok(name, __protocol_version__)
         method = getattr(self.backend, command.method, None)
         if method is None:
             raise NotSupportedError(f"not supported: {name}")
-        limit = self._limits.get(name, -1)
-        if limit == -1:
-            limit = self._limits[name] = _positional_limit(method)
-        if limit is not None and len(values) > limit:
-            # An older backend (get_tpi(self)) takes fewer optional values.
-            values = values[:max(limit, command.required)]
+        if values:
+            keep = self._keep.get(name, -1)
+            if keep == -1:
+                keep = self._keep[name] = _positional_limit(method)
+            if keep is not None and len(values) > keep:
+                # An older backend (get_tpi(self)) takes fewer optional values.
+                values = values[:max(keep, command.required)]
         result = method(*values)
         if result.__class__ not in _PLAIN_RESULTS:
             if isinstance(result, Deferred):

@@ -20,8 +20,8 @@ from twisted.python.failure import Failure
 from discosbackend.commands import VERSION, reason_text
 from discosbackend.errors import HandlerException
 from discosbackend.grammar import (ENCODING, ENCODING_ERRORS, EOL, FAIL, INVALID, REPLY,
-                                   REQUEST, UNDEFINED_NAME, GrammarException, Message, parse_message,
-                                   reply, serialize_line)
+                                   REQUEST, UNDEFINED_NAME, GrammarException, Message,
+                                   parse_message, reply, serialize_line)
 from discosbackend.handlers import Handler
 
 __all__ = ["Responder", "ReplyBytes", "RawReply"]

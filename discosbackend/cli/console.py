@@ -16,9 +16,9 @@ import sys
 from typing import Any, Callable, Iterable, TextIO
 
 from discosbackend.cli import CommandLineError
-from discosbackend.cli.send import parse_request_line, positive_seconds, write_line
+from discosbackend.cli.send import add_connection_arguments, parse_request_line, write_line
 from discosbackend.client.address import parse_address
-from discosbackend.client.blocking import DEFAULT_TIMEOUT, BlockingClient
+from discosbackend.client.blocking import BlockingClient
 from discosbackend.client.errors import ClientError
 from discosbackend.commands import COMMANDS, Command
 from discosbackend.grammar import FAIL, INVALID, OK, REQUEST
@@ -214,13 +214,7 @@ def add_parser(subparsers: Any) -> None:
         "console", help="talk to a backend interactively",
         description="Send requests typed at a prompt and show the replies.  "
                     "Type help for the commands, quit to leave.")
-    parser.add_argument("address", metavar="HOST:PORT",
-                        help="the backend: HOST:PORT, [IPv6]:PORT, tcp:host=H:port=P "
-                             "or unix:path=P")
-    parser.add_argument("--timeout", type=positive_seconds, default=DEFAULT_TIMEOUT,
-                        metavar="S",
-                        help=f"seconds to wait for the connection and for each reply "
-                             f"(default {DEFAULT_TIMEOUT:g})")
+    add_connection_arguments(parser)
     parser.add_argument("--color", choices=("auto", "always", "never"), default="auto",
                         help="colour the replies (auto: on a terminal, unless NO_COLOR "
                              "is set)")

@@ -22,7 +22,8 @@ from discosbackend.client.errors import ClientError
 from discosbackend.grammar import (ENCODING, ENCODING_ERRORS, OK, REPLY, REQUEST,
                                    GrammarException, Message, parse_message)
 
-__all__ = ["add_parser", "run", "parse_request_line", "positive_seconds", "write_line"]
+__all__ = ["add_parser", "run", "parse_request_line", "positive_seconds", "write_line",
+           "add_connection_arguments"]
 
 
 def parse_request_line(text: str) -> Message:
@@ -76,17 +77,22 @@ def add_parser(subparsers: Any) -> None:
         epilog="Exit status: 0 if every reply was ok, 1 if any was fail or invalid, "
                "2 if the connection could not be opened or broke.  Quote requests "
                "that start with '?' from the shell.")
-    parser.add_argument("address", metavar="HOST:PORT",
-                        help="the backend: HOST:PORT, [IPv6]:PORT, tcp:host=H:port=P "
-                             "or unix:path=P")
+    add_connection_arguments(parser)
     parser.add_argument("requests", metavar="REQUEST", nargs="+",
                         help="a request line, e.g. '?get-tpi,0,0' or status "
                              "(the leading ? is optional)")
+    parser.set_defaults(run=run)
+
+
+def add_connection_arguments(parser: argparse.ArgumentParser) -> None:
+    """The backend's address and ``--timeout``, as ``send`` and ``console`` take them."""
+    parser.add_argument("address", metavar="HOST:PORT",
+                        help="the backend: HOST:PORT, [IPv6]:PORT, tcp:host=H:port=P "
+                             "or unix:path=P")
     parser.add_argument("--timeout", type=positive_seconds, default=DEFAULT_TIMEOUT,
                         metavar="S",
                         help=f"seconds to wait for the connection and for each reply "
                              f"(default {DEFAULT_TIMEOUT:g})")
-    parser.set_defaults(run=run)
 
 
 def run(arguments: argparse.Namespace) -> int:

@@ -122,10 +122,9 @@ def _parse_word(text: str) -> str:
 
 
 def _format_word(value: Any) -> str:
-    text = str(value)
-    if text.isalnum():  # the usual case, e.g. "ok"
-        return text
-    return _parse_word(text)
+    if value.__class__ is str and value.isalnum():  # the usual case, e.g. "ok"
+        return value
+    return _parse_word(str(value))
 
 
 def _parse_boolean(text: str) -> bool:
@@ -137,6 +136,10 @@ def _parse_boolean(text: str) -> bool:
 
 
 def _format_boolean(value: Any) -> str:
+    if value is False:
+        return "0"
+    if value is True:
+        return "1"
     if isinstance(value, str):
         return "1" if _parse_boolean(value) else "0"
     if value in (0, 1):  # bool, int, float or numpy scalar

@@ -1,0 +1,604 @@
+"""The conformance checks: each one behaviour of PROTOCOL.md, declared once.
+
+Both :class:`~discosbackend.testing.BackendTestCase` (one test per check)
+and ``discos-backend check`` (one report line per check) run these.  A
+check is an ``async`` function of a connected
+:class:`~discosbackend.testing.session.Session` that raises
+:class:`~discosbackend.testing.session.CheckFailed` with what it sent,
+what came back and what was expected.
+
+Checks marked ``changes_state`` send commands the command table marks as
+changing the backend's state (``set-*``, ``start``, ``stop``, ...); the
+others are read-only, and the session enforces it.  State-changing checks
+leave the backend idle (they send ``?stop`` at the end, whatever happened).
+
+Every request DISCOS sends must be accepted: ``set-enable``, ``set-shift``,
+``set-filename``, ``convert-data``, ``end-schedule`` and ``backend-park``
+included.  A backend that cannot do one of them should still answer
+``ok``, or list the check in ``skip_checks`` knowing that DISCOS will see a
+``fail``.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Awaitable, Callable
+
+from twisted.internet import defer, task
+
+from discosbackend.commands import COMMANDS, INTEGER, WORD, ArgumentError
+from discosbackend.grammar import (ENCODING, ENCODING_ERRORS, FAIL, INVALID, OK,
+                                   GrammarException, Message, parse_message)
+from discosbackend.testing.session import Answer, CheckFailed, Session, show, show_lines
+from discosbackend.timediscos import TICKS_PER_SECOND
+
+__all__ = ["Check", "CHECKS", "CHECK_NAMES", "check_named", "TIMED_EARLINESS",
+           "REAL_CLIENT_FILENAME"]
+
+#: Seconds before its time that a time-tagged start or stop may show (clock jitter).
+TIMED_EARLINESS = 0.05
+#: Seconds between two ``?status`` polls while waiting for a time-tagged start or stop.
+_POLL = 0.05
+#: The metadata file name of PROTOCOL.md section 6.
+REAL_CLIENT_FILENAME = "/archive/data/20250110/20250110-101012-P-Src_001_001.fits"
+#: ``set-section`` as the real client sends it: integer mode, iostream floats.
+_SECTION = ("0", "100", "1500", "0", "0", "3000", "1024")
+_UNCONFIGURED = "unconfigured"
+_TIMESTAMP_RE = re.compile(r"[0-9]+\.[0-9]{7}")
+_CR_LF = b"\r\n"
+
+Body = Callable[[Session], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class Check:
+    """One conformance check: ``name`` reads as a sentence, ``sentence`` says it in full."""
+
+    name: str
+    sentence: str
+    changes_state: bool
+    body: Body
+
+    def run(self, session: Session) -> defer.Deferred:
+        """Run the check on ``session``; fails with ``CheckFailed`` if the server misbehaves."""
+        return defer.Deferred.fromCoroutine(self.body(session))  # type: ignore[arg-type]
+
+
+_DECLARED: list[Check] = []
+
+
+def _check(sentence: str, *, changes_state: bool = False) -> Callable[[Body], Body]:
+    """Declare the decorated coroutine function as a check named after it."""
+    def declare(body: Body) -> Body:
+        _DECLARED.append(Check(body.__name__, sentence, changes_state, body))
+        return body
+    return declare
+
+
+# --------------------------------------------------------------------------
+# Helpers
+# --------------------------------------------------------------------------
+
+def _shape(name: str) -> str:
+    """The ``ok`` reply of ``name`` as the table declares it, e.g. ``!time,ok,<timestamp>``."""
+    values = [f"<{value.name}>" + ("..." if value.repeated else "")
+              for value in COMMANDS[name].reply]
+    return "!" + ",".join([name, OK, *values])
+
+
+def _now(session: Session) -> float:
+    return session.reactor.seconds()
+
+
+def _ticks(seconds: float) -> str:
+    """Unix seconds as ACS ticks, the way the real client sends a time."""
+    return str(round(seconds * TICKS_PER_SECOND))
+
+
+def _parse(raw: bytes) -> Message | None:
+    try:
+        return parse_message(raw.decode(ENCODING, ENCODING_ERRORS))
+    except GrammarException:
+        return None
+
+
+async def _ok(session: Session, name: str, *arguments: str, why: str = "") -> Answer:
+    answer = await session.request(name, *arguments)
+    if answer.code != OK:
+        raise answer.mismatch(_shape(name) + why)
+    return answer
+
+
+async def _refused(session: Session, code: str, name: str, *arguments: str) -> Answer:
+    answer = await session.request(name, *arguments)
+    if answer.code != code:
+        raise answer.mismatch(f"!{name},{code},<reason>")
+    return answer
+
+
+async def _quietly(session: Session, name: str, *arguments: str) -> None:
+    """Send a request and ignore what comes back, or that nothing does."""
+    try:
+        await session.request(name, *arguments)
+    except CheckFailed:
+        pass
+
+
+def _timestamp(session: Session, answer: Answer, text: str, shape: str) -> float:
+    if not _TIMESTAMP_RE.fullmatch(text):
+        raise answer.mismatch(f"{shape}: a timestamp in unix seconds with exactly 7 decimals,"
+                              f" not {text!r}")
+    value = float(text)
+    now = _now(session)
+    tolerance = session.settings.time_tolerance
+    if abs(value - now) > tolerance:
+        raise answer.mismatch(f"{shape}: a timestamp within {tolerance:g} s of our clock "
+                              f"({now:.7f}); it is {value - now:+.3f} s off")
+    return value
+
+
+async def _status(session: Session) -> tuple[Answer, float, bool]:
+    """``?status``, checked: the answer, its timestamp and the acquiring flag."""
+    answer = await _ok(session, "status")
+    shape = _shape("status")
+    values = answer.arguments
+    if len(values) != 3:
+        raise answer.mismatch(f"{shape}: 3 values, not {len(values)}")
+    stamp = _timestamp(session, answer, values[0], shape)
+    try:
+        WORD.parse(values[1])
+    except ValueError:
+        raise answer.mismatch(f"{shape}: the status as one word, not {values[1]!r}") from None
+    if values[2] not in ("0", "1"):
+        raise answer.mismatch(f"{shape}: the acquiring flag 1 or 0, not {values[2]!r}")
+    return answer, stamp, values[2] == "1"
+
+
+async def _expect_acquiring(session: Session, want: bool, before: list[Answer]) -> None:
+    status, _, acquiring = await _status(session)
+    if acquiring != want:
+        raise CheckFailed(show_lines([answer.sent for answer in before] + [status.sent]),
+                          show(status.raw), f"{_shape('status')} with acquiring {int(want)}")
+
+
+async def _per_section(session: Session, name: str, *arguments: str) -> tuple[Answer, int]:
+    """``?name,arguments`` answering one float per section: the answer and the count."""
+    answer = await _ok(session, name, *arguments)
+    shape = _shape(name)
+    try:
+        values = COMMANDS[name].parse_reply(answer.arguments)
+    except ArgumentError as error:
+        raise answer.mismatch(f"{shape}: finite numbers ({error})") from None
+    wanted = session.settings.sections
+    if not values:
+        raise answer.mismatch(f"{shape}: at least one value, one per section")
+    if wanted is not None and len(values) != wanted:
+        raise answer.mismatch(f"{shape}: {wanted} values, one per section")
+    return answer, len(values)
+
+
+async def _same_count(session: Session, name: str, forms: list[tuple[str, ...]],
+                      compare_with: str | None = None) -> None:
+    """Every form of ``name`` answers per section, all with the same count.
+
+    With ``compare_with``, the count must also match that command's (when
+    it answers ``ok``; its own check reports it otherwise).
+    """
+    answers = [await _per_section(session, name, *form) for form in forms]
+    if compare_with is not None:
+        other = await session.request(compare_with)
+        if other.code == OK and other.arguments:
+            answers.insert(0, (other, len(other.arguments)))
+    counts = {count for _, count in answers}
+    if len(counts) > 1:
+        raise CheckFailed(show_lines([answer.sent for answer, _ in answers]),
+                          show_lines([answer.raw for answer, _ in answers]),
+                          "the same number of values (one per section) in each reply")
+
+
+async def _invalid_line(session: Session, line: bytes) -> None:
+    raw = await session.exchange(line)
+    message = _parse(raw)
+    if message is None or not message.is_reply() or message.code != INVALID:
+        raise CheckFailed(show(line), show(raw), "!<name>,invalid,<reason>")
+
+
+def _is_version_reply(message: Message | None) -> bool:
+    """Whether ``message`` is ``!version,ok,<version>``."""
+    return (message is not None and message.is_reply() and message.name == "version"
+            and message.code == OK and len(message.arguments) == 1 and bool(message.arguments[0]))
+
+
+async def _clock_offset(session: Session) -> float:
+    """How far ahead of ours the backend's clock is, in seconds (from ``?time``)."""
+    before = _now(session)
+    answer = await _ok(session, "time")
+    after = _now(session)
+    if len(answer.arguments) != 1:
+        raise answer.mismatch(_shape("time"))
+    stamp = _timestamp(session, answer, answer.arguments[0], _shape("time"))
+    return stamp - (before + after) / 2
+
+
+async def _happens_at(session: Session, tagged: Answer, want: bool, at: float,
+                      offset: float) -> None:
+    """Poll ``status`` until acquiring is ``want``: not before ``at``, not much after."""
+    lateness = session.settings.timed_lateness
+    give_up = at - offset + lateness  # on our clock: the backend's may be stuck
+    while True:
+        status, stamp, acquiring = await _status(session)
+        if acquiring == want:
+            if stamp < at - TIMED_EARLINESS:
+                raise CheckFailed(show_lines([tagged.sent, status.sent]), show(status.raw),
+                                  f"acquiring {int(not want)} until {at:.7f}, the time sent")
+            return
+        if _now(session) > give_up:
+            raise CheckFailed(show_lines([tagged.sent, status.sent]), show(status.raw),
+                              f"acquiring {int(want)} by {at + lateness:.7f}, "
+                              f"{lateness:g} s after the time sent")
+        await task.deferLater(session.reactor, _POLL, lambda: None)
+
+
+# --------------------------------------------------------------------------
+# Read-only checks
+# --------------------------------------------------------------------------
+
+@_check("On connecting, the server at once sends the version reply, !version,ok,<version>, "
+        "ending in CR LF.")
+async def greeting_is_the_version_reply_ending_in_cr_lf(session: Session) -> None:
+    """The greeting."""
+    expected = f"{_shape('version')} ending in CR LF, sent at once on connecting"
+    greeting = session.greeting
+    if greeting is None:
+        raise CheckFailed("(nothing: connected and waited)",
+                          f"nothing within {session.settings.greeting_timeout:g} s", expected)
+    if not (greeting.endswith(_CR_LF) and b"\r" not in greeting[:-2]
+            and _is_version_reply(_parse(greeting))):
+        raise CheckFailed("(nothing: connected)", show(greeting), expected)
+
+
+@_check("The reply to ?version is the greeting, byte for byte.")
+async def version_reply_matches_the_greeting(session: Session) -> None:
+    """Version and greeting."""
+    raw = await session.exchange(b"?version")
+    if session.greeting is None:
+        raise CheckFailed("?version", show(raw), "the same line as the greeting, but no "
+                                                 "greeting came")
+    if raw != session.greeting:
+        raise CheckFailed("?version", show(raw),
+                          f"{show(session.greeting)}, the greeting, byte for byte")
+
+
+@_check("Every reply ends with CR LF, errors included.")
+async def every_reply_ends_with_cr_lf(session: Session) -> None:
+    """CR LF on every kind of reply."""
+    for line in (b"?status", b"?version", b"?get-tpi", b"?no-such-command", b"?status,1",
+                 b"?bad\\q", b"!status,ok", b""):
+        raw = await session.exchange(line)
+        if not raw.endswith(_CR_LF) or b"\r" in raw[:-2]:
+            raise CheckFailed(show(line), show(raw), "one reply line ending in CR LF")
+
+
+@_check("Lines sent back to back, junk included, get exactly one reply each, in order.")
+async def each_line_gets_exactly_one_reply_in_order(session: Session) -> None:
+    """One reply per line."""
+    lines = [b"?status", b"hello there", b"?no-such-command", b"", b"?version,1"]
+    names = ["status", None, "no-such-command", None, "version"]
+    replies = await session.exchange_all(lines)
+    for raw, name in zip(replies, names):
+        message = _parse(raw)
+        if message is None or not message.is_reply() or name not in (None, message.name):
+            raise CheckFailed(show_lines(lines), show_lines(replies),
+                              "one reply per line in order: !status,... | !<name>,invalid,... "
+                              "| !no-such-command,invalid,... | !<name>,invalid,... "
+                              "| !version,fail,...")
+    answer = await session.request("version")
+    if answer.code != OK:
+        raise CheckFailed(show_lines(lines + [answer.sent]),
+                          show_lines(replies + [answer.raw]),
+                          f"then {_shape('version')} for the last line, nothing more")
+
+
+@_check("?status answers a timestamp near now (unix seconds, 7 decimals), one status word "
+        "and the acquiring flag 1 or 0.")
+async def status_reply_has_a_timestamp_a_word_and_a_flag(session: Session) -> None:
+    """Status shape."""
+    await _status(session)
+
+
+@_check("?time answers one timestamp near now, in unix seconds with 7 decimals.")
+async def time_reply_is_a_timestamp_near_now(session: Session) -> None:
+    """Time shape."""
+    answer = await _ok(session, "time")
+    if len(answer.arguments) != 1:
+        raise answer.mismatch(f"{_shape('time')}: one value, not {len(answer.arguments)}")
+    _timestamp(session, answer, answer.arguments[0], _shape("time"))
+
+
+@_check("?get-configuration answers one configuration id.")
+async def get_configuration_replies_one_id(session: Session) -> None:
+    """Configuration shape."""
+    answer = await _ok(session, "get-configuration")
+    if len(answer.arguments) != 1 or not answer.arguments[0]:
+        raise answer.mismatch(f"{_shape('get-configuration')}: one non-empty value")
+
+
+@_check("?get-integration answers one integer, the integration time in ms, 0 or more.")
+async def get_integration_replies_milliseconds(session: Session) -> None:
+    """Integration shape."""
+    answer = await _ok(session, "get-integration")
+    try:
+        valid = len(answer.arguments) == 1 and INTEGER.parse(answer.arguments[0]) >= 0
+    except ValueError:
+        valid = False
+    if not valid:
+        raise answer.mismatch(f"{_shape('get-integration')}: one integer >= 0")
+
+
+@_check("?get-tpi and ?get-tpi,0,0 answer one number per section.")
+async def get_tpi_replies_one_float_per_section(session: Session) -> None:
+    """Total power shape."""
+    await _same_count(session, "get-tpi", [(), ("0", "0")])
+
+
+@_check("?get-tp0 and ?get-tp0,0,0 answer one number per section, as many as ?get-tpi.")
+async def get_tp0_replies_one_float_per_section(session: Session) -> None:
+    """Zero level shape."""
+    await _same_count(session, "get-tp0", [(), ("0", "0")], compare_with="get-tpi")
+
+
+@_check("?get-rms answers one number per section, as many as ?get-tpi.")
+async def get_rms_replies_one_float_per_section(session: Session) -> None:
+    """Rms shape."""
+    await _same_count(session, "get-rms", [()], compare_with="get-tpi")
+
+
+@_check("A command given more arguments than it takes is refused with fail.")
+async def extra_arguments_are_refused_with_fail(session: Session) -> None:
+    """Wrong count, read-only commands."""
+    for name, *arguments in (("status", "1"), ("version", "1"), ("time", "1"),
+                             ("get-rms", "1"), ("get-tpi", "0", "0", "0")):
+        await _refused(session, FAIL, name, *arguments)
+
+
+@_check("An unknown command is answered invalid.")
+async def an_unknown_command_is_invalid(session: Session) -> None:
+    """Unknown command."""
+    await _refused(session, INVALID, "no-such-command")
+
+
+@_check("A line that breaks the grammar (bad escape, bad name, no '?', control character, "
+        "empty) is answered invalid.")
+async def a_line_that_breaks_the_grammar_is_invalid(session: Session) -> None:
+    """Grammar errors."""
+    for line in (b"?bad\\q", b"?status\\", b"?9lives", b"?", b"status", b"?status,a\x00b",
+                 b""):
+        await _invalid_line(session, line)
+
+
+@_check("A line starting with '!' (a reply sent to the server) is answered invalid.")
+async def a_line_starting_with_bang_is_invalid(session: Session) -> None:
+    """Replies are not requests."""
+    await _invalid_line(session, b"!status,ok")
+
+
+# --------------------------------------------------------------------------
+# State-changing checks
+# --------------------------------------------------------------------------
+
+@_check("After ?set-configuration,<id>, ?get-configuration answers that id.",
+        changes_state=True)
+async def set_configuration_round_trips(session: Session) -> None:
+    """Configuration round trip."""
+    wanted = session.settings.configuration
+    before = await _ok(session, "get-configuration")
+    sent = await _ok(session, "set-configuration", wanted)
+    after = await _ok(session, "get-configuration")
+    if after.arguments != [wanted]:
+        raise CheckFailed(show_lines([sent.sent, after.sent]), show(after.raw),
+                          f"!get-configuration,ok,{wanted}, as set")
+    previous = before.arguments[0] if len(before.arguments) == 1 else _UNCONFIGURED
+    if previous not in (wanted, _UNCONFIGURED):
+        await _quietly(session, "set-configuration", previous)
+
+
+@_check("After ?set-integration,<ms>, ?get-integration answers that time.", changes_state=True)
+async def set_integration_round_trips(session: Session) -> None:
+    """Integration round trip."""
+    wanted = session.settings.integration
+    before = await _ok(session, "get-integration")
+    sent = await _ok(session, "set-integration", str(wanted))
+    after = await _ok(session, "get-integration")
+    try:
+        same = len(after.arguments) == 1 and INTEGER.parse(after.arguments[0]) == wanted
+    except ValueError:
+        same = False
+    if not same:
+        raise CheckFailed(show_lines([sent.sent, after.sent]), show(after.raw),
+                          f"!get-integration,ok,{wanted}, as set")
+    if len(before.arguments) == 1 and before.arguments[0] not in ("0", str(wanted)):
+        await _quietly(session, "set-integration", before.arguments[0])
+
+
+@_check("?set-section as DISCOS sends it (integer mode, iostream numbers) is accepted.",
+        changes_state=True)
+async def set_section_accepts_what_discos_sends(session: Session) -> None:
+    """set-section, real client form."""
+    await _ok(session, "set-section", *_SECTION)
+
+
+@_check("?set-section with * for every value but the section is accepted.", changes_state=True)
+async def set_section_accepts_wildcards(session: Session) -> None:
+    """set-section wildcards."""
+    await _ok(session, "set-section", "0", *["*"] * 6)
+
+
+@_check("?set-section with fewer or more than 7 arguments is refused with fail.",
+        changes_state=True)
+async def set_section_refuses_a_wrong_number_of_arguments(session: Session) -> None:
+    """set-section count."""
+    await _refused(session, FAIL, "set-section", "1", "2")
+    await _refused(session, FAIL, "set-section", *_SECTION, "5")
+
+
+@_check("?set-integration with a value that is not an integer is refused with fail.",
+        changes_state=True)
+async def set_integration_refuses_a_non_integer(session: Session) -> None:
+    """Wrong type."""
+    await _refused(session, FAIL, "set-integration", "abc")
+
+
+@_check("?cal-on,10 and ?cal-on with no interleave are accepted.", changes_state=True)
+async def cal_on_accepts_an_interleave_and_none(session: Session) -> None:
+    """cal-on forms; ends with the mark off."""
+    await _ok(session, "cal-on", "10")
+    await _ok(session, "cal-on")
+
+
+@_check("?cal-on with a negative interleave is refused with fail.", changes_state=True)
+async def cal_on_refuses_a_negative_interleave(session: Session) -> None:
+    """Negative interleave."""
+    await _refused(session, FAIL, "cal-on", "-1")
+
+
+@_check("?set-enable,0,0 is accepted.", changes_state=True)
+async def set_enable_is_accepted(session: Session) -> None:
+    """set-enable."""
+    await _ok(session, "set-enable", "0", "0")
+
+
+@_check("?set-shift,3 and ?set-shift,0 are accepted.", changes_state=True)
+async def set_shift_is_accepted(session: Session) -> None:
+    """set-shift; ends at 0."""
+    await _ok(session, "set-shift", "3")
+    await _ok(session, "set-shift", "0")
+
+
+@_check("?set-filename with an absolute path, as DISCOS sends after every subscan, "
+        "is accepted.", changes_state=True)
+async def set_filename_accepts_an_absolute_path(session: Session) -> None:
+    """set-filename."""
+    await _ok(session, "set-filename", REAL_CLIENT_FILENAME)
+
+
+@_check("?convert-data is accepted.", changes_state=True)
+async def convert_data_is_accepted(session: Session) -> None:
+    """convert-data."""
+    await _ok(session, "convert-data")
+
+
+@_check("?end-schedule is accepted.", changes_state=True)
+async def end_schedule_is_accepted(session: Session) -> None:
+    """end-schedule."""
+    await _ok(session, "end-schedule")
+
+
+@_check("?backend-park is accepted.", changes_state=True)
+async def backend_park_is_accepted(session: Session) -> None:
+    """backend-park."""
+    await _ok(session, "backend-park")
+
+
+@_check("?start with a timestamp that is not a positive time (abc, 0, -5) is refused "
+        "with fail.", changes_state=True)
+async def start_refuses_a_malformed_timestamp(session: Session) -> None:
+    """Bad timestamps."""
+    try:
+        for timestamp in ("abc", "0", "-5"):
+            await _refused(session, FAIL, "start", timestamp)
+    finally:
+        await _quietly(session, "stop")
+
+
+@_check("?start with a time an hour ago (ACS ticks) is refused with fail.", changes_state=True)
+async def start_refuses_a_past_timestamp(session: Session) -> None:
+    """Past timestamp."""
+    try:
+        await _refused(session, FAIL, "start", _ticks(_now(session) - 3600))
+    finally:
+        await _quietly(session, "stop")
+
+
+@_check("?start sets the acquiring flag of ?status and ?stop clears it.", changes_state=True)
+async def start_and_stop_toggle_the_acquiring_flag(session: Session) -> None:
+    """Start and stop."""
+    await _quietly(session, "stop")
+    try:
+        await _expect_acquiring(session, False, [])
+        start = await _ok(session, "start")
+        await _expect_acquiring(session, True, [start])
+        stop = await _ok(session, "stop")
+        await _expect_acquiring(session, False, [stop])
+    finally:
+        await _quietly(session, "stop")
+
+
+@_check("?start while acquiring is refused with fail.", changes_state=True)
+async def start_while_acquiring_fails(session: Session) -> None:
+    """Start twice."""
+    await _quietly(session, "stop")
+    try:
+        await _ok(session, "start")
+        await _refused(session, FAIL, "start")
+    finally:
+        await _quietly(session, "stop")
+
+
+@_check("?stop while idle, with nothing pending, is refused with fail.", changes_state=True)
+async def stop_while_idle_fails(session: Session) -> None:
+    """Stop when idle."""
+    await _quietly(session, "stop")
+    await _refused(session, FAIL, "stop")
+
+
+@_check("A ?start and then a ?stop tagged a moment ahead (ACS ticks) take effect at their "
+        "time, not before.", changes_state=True)
+async def time_tagged_start_and_stop_happen_on_time(session: Session) -> None:
+    """Time-tagged start and stop."""
+    await _quietly(session, "stop")
+    try:
+        offset = await _clock_offset(session)
+        for name, want in (("start", True), ("stop", False)):
+            at = _now(session) + offset + session.settings.timed_delay
+            tagged = await _ok(session, name, _ticks(at))
+            await _happens_at(session, tagged, want, at, offset)
+    finally:
+        await _quietly(session, "stop")
+
+
+@_check("The real client's session of PROTOCOL.md section 6 is accepted, in order.",
+        changes_state=True)
+async def the_real_client_session_is_accepted(session: Session) -> None:
+    """The section 6 session."""
+    settings = session.settings
+    steps: list[tuple[str, ...]] = [
+        ("set-configuration", settings.configuration),
+        ("set-integration", str(settings.integration)),
+        ("set-section", *_SECTION),
+        ("cal-on", "10"),
+        ("get-tpi", "0", "0"),
+        ("status",),
+        ("start",),
+        ("stop",),
+        ("set-filename", REAL_CLIENT_FILENAME),
+    ]
+    await _quietly(session, "stop")
+    try:
+        for number, (name, *arguments) in enumerate(steps, 1):
+            await _ok(session, name, *arguments,
+                      why=f" (step {number} of {len(steps)} of the session)")
+    finally:
+        await _quietly(session, "stop")
+
+
+#: Every check, in the order they run: read-only ones first.
+CHECKS: tuple[Check, ...] = tuple(sorted(_DECLARED, key=lambda declared: declared.changes_state))
+#: The names of :data:`CHECKS`, in order.
+CHECK_NAMES: tuple[str, ...] = tuple(declared.name for declared in CHECKS)
+_BY_NAME = {declared.name: declared for declared in CHECKS}
+
+
+def check_named(name: str) -> Check:
+    """The check called ``name`` (a leading ``test_`` is ignored); ``KeyError`` if none."""
+    return _BY_NAME[name[5:] if name.startswith("test_") and name not in _BY_NAME else name]

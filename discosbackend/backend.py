@@ -247,7 +247,7 @@ class Backend:
         delay = at - self.clock.seconds()
         if delay <= 0:
             raise BackendError(
-                f"past timestamp: {timediscos.format_reply_timestamp(at)} is "
+                f"past timestamp: {timediscos.format_reply_timestamp(timestamp)} is "
                 f"{-delay:.3f} s ago")
         return at, delay
 

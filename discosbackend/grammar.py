@@ -114,7 +114,7 @@ class Message:
     line terminator.
     """
 
-    __slots__ = ("_message_type", "_name", "_code", "_arguments")
+    __slots__ = ("_message_type", "_name", "_code", "_arguments", "_text")
 
     def __init__(self, message_type: str, name: str,
                  code: str | None = None,
@@ -153,6 +153,7 @@ class Message:
         self._name = name
         self._code = code
         self._arguments = checked
+        self._text: str | None = None
 
     @property
     def message_type(self) -> str:
@@ -171,8 +172,11 @@ class Message:
 
     @property
     def arguments(self) -> list[str]:
-        """The arguments, unescaped (for a reply: those after the code)."""
-        return self._arguments
+        """The arguments, unescaped (for a reply: those after the code).
+
+        A new list each time: changing it does not change the message.
+        """
+        return self._arguments[:]
 
     def is_request(self) -> bool:
         """Return whether this is a request (``?``)."""
@@ -188,24 +192,22 @@ class Message:
                 and self._name == request_message.name)
 
     def __str__(self) -> str:
+        text = self._text
+        if text is None:
+            text = self._text = self._serialize()
+        return text
+
+    def _serialize(self) -> str:
         head = self._message_type + self._name
         if self._code is not None:
             head += SEPARATOR + self._code
         arguments = self._arguments
         if not arguments:
             return head
-        try:
-            body = SEPARATOR.join(arguments)
-        except TypeError:
-            body = None
-        if (body is not None and body.isprintable() and "\\" not in body
-                and body.count(SEPARATOR) == len(arguments) - 1):
+        body = SEPARATOR.join(arguments)
+        if _plain(body, len(arguments)):
             return head + SEPARATOR + body
-        # Something needs escaping, or the arguments were changed after the
-        # message was built: check each one again.
-        return head + SEPARATOR + SEPARATOR.join(
-            escape(_check_argument(argument, position))
-            for position, argument in enumerate(arguments, 1))
+        return head + SEPARATOR + SEPARATOR.join(escape(argument) for argument in arguments)
 
     def __repr__(self) -> str:
         return (f"Message(message_type={self._message_type!r}, name={self._name!r}, "
@@ -214,20 +216,27 @@ class Message:
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Message):
             return NotImplemented
-        return (self._message_type == other.message_type and self._name == other.name
-                and self._code == other.code and self._arguments == other.arguments)
+        return (self._message_type == other._message_type and self._name == other._name
+                and self._code == other._code and self._arguments == other._arguments)
 
     __hash__ = None  # type: ignore[assignment]  # arguments is a list
 
 
+def _plain(body: str, count: int) -> bool:
+    """Whether ``count`` arguments joined into ``body`` need no escape or check."""
+    return body.isprintable() and "\\" not in body and body.count(SEPARATOR) == count - 1
+
+
 def _trusted_message(message_type: str, name: str, code: str | None,
-                     arguments: list[str]) -> Message:
-    """Build a message from parts the parser has already validated."""
+                     arguments: list[str], text: str | None = None) -> Message:
+    """Build a message from parts already validated (``text``: its wire form)."""
+    # pylint: disable=protected-access
     message = _new_message(Message)
-    message._message_type = message_type  # pylint: disable=protected-access
-    message._name = name  # pylint: disable=protected-access
-    message._code = code  # pylint: disable=protected-access
-    message._arguments = arguments  # pylint: disable=protected-access
+    message._message_type = message_type
+    message._name = name
+    message._code = code
+    message._arguments = arguments
+    message._text = text
     return message
 
 
@@ -265,6 +274,7 @@ def parse_message(line: str) -> Message:
             message._code = None
             del fields[0]
             message._arguments = fields
+            message._text = line  # no escapes: the line is its own wire form
             return message
         try:
             code = fields[1]
@@ -277,6 +287,7 @@ def parse_message(line: str) -> Message:
             message._code = code
             del fields[:2]
             message._arguments = fields
+            message._text = line
             return message
     return _parse_carefully(line)
 
@@ -384,13 +395,18 @@ def reply(name: str, code: str, *arguments: str) -> Message:
 
 def ok(name: str, *values: str) -> Message:
     """Build the ``ok`` reply to command ``name`` with its ``values``."""
-    try:
-        text = "".join(values)
-    except TypeError:
-        text = "\n"  # not all str: let the constructor explain
-    if _NAME_CACHE.get(name) and (text.isprintable() or _CONTROL_RE.search(text) is None):
-        # The hot path of every server: skip the constructor's other checks.
-        return _trusted_message(REPLY, name, OK, list(values))
+    if _NAME_CACHE.get(name):
+        # The hot path of every server: plain values need no other check,
+        # and the wire form is known already.
+        try:
+            body = SEPARATOR.join(values)
+        except TypeError:
+            body = "\n"  # not all str: let the constructor explain
+        if not values:
+            return _trusted_message(REPLY, name, OK, [], REPLY + name + SEPARATOR + OK)
+        if _plain(body, len(values)):
+            return _trusted_message(REPLY, name, OK, list(values),
+                                    f"{REPLY}{name},{OK},{body}")
     return Message(REPLY, name, OK, values)
 
 

@@ -188,8 +188,9 @@ class Message:
 
     def is_correct_reply(self, request_message: Message) -> bool:
         """Return whether this message is a well-formed reply to ``request_message``."""
-        return (self.is_reply() and request_message.is_request()
-                and self._name == request_message.name)
+        # pylint: disable=protected-access
+        return (self._message_type == REPLY and request_message._message_type == REQUEST
+                and self._name == request_message._name)
 
     def __str__(self) -> str:
         text = self._text
@@ -402,11 +403,16 @@ def ok(name: str, *values: str) -> Message:
             body = SEPARATOR.join(values)
         except TypeError:
             body = "\n"  # not all str: let the constructor explain
-        if not values:
-            return _trusted_message(REPLY, name, OK, [], REPLY + name + SEPARATOR + OK)
-        if _plain(body, len(values)):
-            return _trusted_message(REPLY, name, OK, list(values),
-                                    f"{REPLY}{name},{OK},{body}")
+        if not values or (body.isprintable() and "\\" not in body
+                              and body.count(SEPARATOR) == len(values) - 1):
+            # pylint: disable=protected-access
+            message = _new_message(Message)
+            message._message_type = REPLY
+            message._name = name
+            message._code = OK
+            message._arguments = list(values)
+            message._text = f"{REPLY}{name},{OK},{body}" if values else f"{REPLY}{name},{OK}"
+            return message
     return Message(REPLY, name, OK, values)
 
 

@@ -19,7 +19,7 @@ from twisted.python.failure import Failure
 
 from discosbackend.commands import VERSION, reason_text
 from discosbackend.errors import HandlerException
-from discosbackend.grammar import (ENCODING, ENCODING_ERRORS, EOL, FAIL, INVALID, REPLY,
+from discosbackend.grammar import (ENCODING, ENCODING_ERRORS, EOL, FAIL, INVALID,
                                    REQUEST, UNDEFINED_NAME, GrammarException, Message,
                                    parse_message, reply, serialize_line)
 from discosbackend.handlers import Handler
@@ -120,8 +120,7 @@ class Responder:
     def _answered(self, answer: Any, request: Message) -> bytes:
         if answer.__class__ is RawReply:
             return answer
-        if not (isinstance(answer, Message) and answer.message_type == REPLY
-                and answer.name == request.name):
+        if not (isinstance(answer, Message) and answer.is_correct_reply(request)):
             _log.error("handler {handler!r} answered {request} with {answer!r}, "
                        "which is not a reply to it", handler=self.handler,
                        request=str(request), answer=answer)

@@ -1,51 +1,69 @@
 #!/usr/bin/env python3
-"""Benchmark the grammar: parse and serialize against a plain split baseline.
+"""Benchmark the grammar against a plain ``str.split(",")`` baseline.
 
-Measures messages per second for a typical ``?set-section`` request and a
-``!status`` reply, side by side with ``str.split(",")`` (and
-``",".join(line.split(","))`` for the round trip) in the same run, and
-prints the cost ratios.  Usage: ``python scripts/bench_grammar.py [--seconds S]``.
+For a typical ``?set-section`` request and a ``!status`` reply it measures,
+in messages per second:
+
+* ``parse_message(line)`` against ``line.split(",")``;
+* ``str(parse_message(line))`` (parse, then serialize) against
+  ``",".join(line.split(","))``;
+* building the reply with ``ok(...)`` and serializing it, against
+  ``",".join(values)``.
+
+Every statement is timed in alternating rounds in the same run and the best
+round counts, so the ratios hold on a noisy machine.  Usage:
+``python scripts/bench_grammar.py [--rounds N]``.
 """
 
 import argparse
 import timeit
 
-from discosbackend.grammar import parse_message
+from discosbackend.grammar import ok, parse_message
 
 LINES = {
     "set-section request": "?set-section,0,100,1500,0,0,3000,1024",
     "status reply": "!status,ok,1763679223.1234567,ok,0",
 }
+PAIRS = (  # (label, ours, baseline)
+    ("parse", "parse_message(line)", "line.split(',')"),
+    ("parse+str", "str(parse_message(line))", "','.join(line.split(','))"),
+    ("build+str", "str(ok(name, *values))", "','.join(values)"),
+)
 
 
-def _per_second(statement: str, namespace: dict, seconds: float) -> float:
-    timer = timeit.Timer(statement, globals=namespace)
-    number, _ = timer.autorange()
-    repeats = max(3, int(seconds / max(timer.timeit(number), 1e-3)))
-    best = min(timer.repeat(repeat=repeats, number=number))
-    return number / best
+def _rates(statements: list[str], namespace: dict, rounds: int) -> list[float]:
+    """Best rate (per second) of each statement, timed in alternating rounds."""
+    timers = [timeit.Timer(statement, globals=namespace) for statement in statements]
+    number = max(timer.autorange()[0] for timer in timers)
+    best = [float("inf")] * len(timers)
+    for _ in range(rounds):
+        for index, timer in enumerate(timers):
+            best[index] = min(best[index], timer.timeit(number))
+    return [number / seconds for seconds in best]
 
 
 def main() -> None:
-    """Run the benchmark and print a table of rates and ratios."""
+    """Run the benchmark and print rates and cost ratios."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seconds", type=float, default=1.0,
-                        help="rough time spent per measurement (default 1)")
+    parser.add_argument("--rounds", type=int, default=15,
+                        help="alternating rounds per measurement (default 15)")
     options = parser.parse_args()
-    print(f"{'line':22} {'split/s':>11} {'parse/s':>11} {'ratio':>6}"
-          f" {'split+join/s':>13} {'parse+str/s':>12} {'ratio':>6}")
+    print(f"{'line':20} {'what':10} {'ours/s':>11} {'baseline/s':>11} {'cost':>6}")
     worst = 0.0
     for label, line in LINES.items():
-        namespace = {"line": line, "parse_message": parse_message}
-        assert str(parse_message(line)) == line
-        split = _per_second("line.split(',')", namespace, options.seconds)
-        parse = _per_second("parse_message(line)", namespace, options.seconds)
-        join = _per_second("','.join(line.split(','))", namespace, options.seconds)
-        round_trip = _per_second("str(parse_message(line))", namespace, options.seconds)
-        ratio = split / parse
-        worst = max(worst, ratio)
-        print(f"{label:22} {split:11,.0f} {parse:11,.0f} {ratio:5.2f}x"
-              f" {join:13,.0f} {round_trip:12,.0f} {join / round_trip:5.2f}x")
+        message = parse_message(line)
+        assert str(message) == line
+        namespace = {"line": line, "parse_message": parse_message, "ok": ok,
+                     "name": message.name, "values": message.arguments}
+        for what, ours, baseline in PAIRS:
+            if what == "build+str" and message.is_request():
+                continue
+            ours_rate, baseline_rate = _rates([ours, baseline], namespace, options.rounds)
+            ratio = baseline_rate / ours_rate
+            if what == "parse":
+                worst = max(worst, ratio)
+            print(f"{label:20} {what:10} {ours_rate:11,.0f} {baseline_rate:11,.0f}"
+                  f" {ratio:5.2f}x")
     print(f"worst parse cost vs split: {worst:.2f}x (target <= 4x)")
 
 

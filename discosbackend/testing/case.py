@@ -35,7 +35,7 @@ from discosbackend.client.address import Address, parse_address
 from discosbackend.handlers import DBProtocolHandler, Handler
 from discosbackend.testing.checks import CHECKS, Check, check_named
 from discosbackend.testing.runner import READ_ONLY_REASON, run_check
-from discosbackend.testing.session import DEFAULT_GREETING_TIMEOUT, DEFAULT_TIMEOUT, Settings
+from discosbackend.testing.session import Settings
 
 __all__ = ["BackendTestCase", "wait_for"]
 
@@ -105,23 +105,24 @@ class BackendTestCase(SynchronousTestCase):
     #: ``("host", port)`` or ``"HOST:PORT"`` of a running server to test instead
     #: of serving :meth:`make_backend`.
     address: str | tuple[str, int] | None = None
+    # The declarations below default to the checks' own defaults (Settings).
     #: A configuration id the backend accepts (``set-configuration``).
-    configuration: str = "SK00"
+    configuration: str = Settings.configuration
     #: How many values ``get-tpi``/``get-tp0``/``get-rms`` answer; ``None``:
     #: at least one, the same for all three.
-    sections: int | None = None
+    sections: int | None = Settings.sections
     #: An integration time in ms the backend accepts.
-    integration: int = 40
+    integration: int = Settings.integration
     #: Seconds the backend's clock may be from ours.
-    time_tolerance: float = 30.0
+    time_tolerance: float = Settings.time_tolerance
     #: Seconds ahead at which time-tagged starts and stops are set.
-    timed_delay: float = 0.3
+    timed_delay: float = Settings.timed_delay
     #: Seconds after their time by which time-tagged starts and stops must show.
-    timed_lateness: float = 2.0
+    timed_lateness: float = Settings.timed_lateness
     #: Seconds to wait for each reply.
-    reply_timeout: float = DEFAULT_TIMEOUT
+    reply_timeout: float = Settings.timeout
     #: Seconds to wait for the greeting after connecting.
-    greeting_timeout: float = DEFAULT_GREETING_TIMEOUT
+    greeting_timeout: float = Settings.greeting_timeout
     #: Skip the checks that change the backend's state (start, stop, set-...).
     read_only: bool = False
     #: Names of checks to skip, e.g. ``("convert_data_is_accepted",)``.

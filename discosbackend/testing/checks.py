@@ -21,6 +21,7 @@ included.  A backend that cannot do one of them should still answer
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 from typing import Awaitable, Callable
@@ -68,12 +69,30 @@ class Check:
 _DECLARED: list[Check] = []
 
 
-def _check(sentence: str, *, changes_state: bool = False) -> Callable[[Body], Body]:
-    """Declare the decorated coroutine function as a check named after it."""
+def _check(sentence: str, *, changes_state: bool = False,
+           acquires: bool = False) -> Callable[[Body], Body]:
+    """Declare the decorated coroutine function as a check named after it.
+
+    A check that ``acquires`` starts from an idle backend and leaves it idle:
+    ``?stop`` is sent (its reply ignored) before and after it, whatever happens.
+    """
     def declare(body: Body) -> Body:
-        _DECLARED.append(Check(body.__name__, sentence, changes_state, body))
+        run = _from_idle_to_idle(body) if acquires else body
+        _DECLARED.append(Check(body.__name__, sentence, changes_state or acquires, run))
         return body
     return declare
+
+
+def _from_idle_to_idle(body: Body) -> Body:
+    """``body`` preceded and followed by a ``?stop`` whose reply is ignored."""
+    @functools.wraps(body)
+    async def run(session: Session) -> None:
+        await _quietly(session, "stop")
+        try:
+            await body(session)
+        finally:
+            await _quietly(session, "stop")
+    return run
 
 
 # --------------------------------------------------------------------------
@@ -501,48 +520,34 @@ async def backend_park_is_accepted(session: Session) -> None:
 
 
 @_check("?start with a timestamp that is not a positive time (abc, 0, -5) is refused "
-        "with fail.", changes_state=True)
+        "with fail.", acquires=True)
 async def start_refuses_a_malformed_timestamp(session: Session) -> None:
     """Bad timestamps."""
-    try:
-        for timestamp in ("abc", "0", "-5"):
-            await _refused(session, FAIL, "start", timestamp)
-    finally:
-        await _quietly(session, "stop")
+    for timestamp in ("abc", "0", "-5"):
+        await _refused(session, FAIL, "start", timestamp)
 
 
-@_check("?start with a time an hour ago (ACS ticks) is refused with fail.", changes_state=True)
+@_check("?start with a time an hour ago (ACS ticks) is refused with fail.", acquires=True)
 async def start_refuses_a_past_timestamp(session: Session) -> None:
     """Past timestamp."""
-    try:
-        await _refused(session, FAIL, "start", _ticks(_now(session) - 3600))
-    finally:
-        await _quietly(session, "stop")
+    await _refused(session, FAIL, "start", _ticks(_now(session) - 3600))
 
 
-@_check("?start sets the acquiring flag of ?status and ?stop clears it.", changes_state=True)
+@_check("?start sets the acquiring flag of ?status and ?stop clears it.", acquires=True)
 async def start_and_stop_toggle_the_acquiring_flag(session: Session) -> None:
     """Start and stop."""
-    await _quietly(session, "stop")
-    try:
-        await _expect_acquiring(session, False, [])
-        start = await _ok(session, "start")
-        await _expect_acquiring(session, True, [start])
-        stop = await _ok(session, "stop")
-        await _expect_acquiring(session, False, [stop])
-    finally:
-        await _quietly(session, "stop")
+    await _expect_acquiring(session, False, [])
+    start = await _ok(session, "start")
+    await _expect_acquiring(session, True, [start])
+    stop = await _ok(session, "stop")
+    await _expect_acquiring(session, False, [stop])
 
 
-@_check("?start while acquiring is refused with fail.", changes_state=True)
+@_check("?start while acquiring is refused with fail.", acquires=True)
 async def start_while_acquiring_fails(session: Session) -> None:
     """Start twice."""
-    await _quietly(session, "stop")
-    try:
-        await _ok(session, "start")
-        await _refused(session, FAIL, "start")
-    finally:
-        await _quietly(session, "stop")
+    await _ok(session, "start")
+    await _refused(session, FAIL, "start")
 
 
 @_check("?stop while idle, with nothing pending, is refused with fail.", changes_state=True)
@@ -553,22 +558,18 @@ async def stop_while_idle_fails(session: Session) -> None:
 
 
 @_check("A ?start and then a ?stop tagged a moment ahead (ACS ticks) take effect at their "
-        "time, not before.", changes_state=True)
+        "time, not before.", acquires=True)
 async def time_tagged_start_and_stop_happen_on_time(session: Session) -> None:
     """Time-tagged start and stop."""
-    await _quietly(session, "stop")
-    try:
-        offset = await _clock_offset(session)
-        for name, want in (("start", True), ("stop", False)):
-            at = _now(session) + offset + session.settings.timed_delay
-            tagged = await _ok(session, name, _ticks(at))
-            await _happens_at(session, tagged, want, at, offset)
-    finally:
-        await _quietly(session, "stop")
+    offset = await _clock_offset(session)
+    for name, want in (("start", True), ("stop", False)):
+        at = _now(session) + offset + session.settings.timed_delay
+        tagged = await _ok(session, name, _ticks(at))
+        await _happens_at(session, tagged, want, at, offset)
 
 
 @_check("The real client's session of PROTOCOL.md section 6 is accepted, in order.",
-        changes_state=True)
+        acquires=True)
 async def the_real_client_session_is_accepted(session: Session) -> None:
     """The section 6 session."""
     settings = session.settings
@@ -583,13 +584,9 @@ async def the_real_client_session_is_accepted(session: Session) -> None:
         ("stop",),
         ("set-filename", REAL_CLIENT_FILENAME),
     ]
-    await _quietly(session, "stop")
-    try:
-        for number, (name, *arguments) in enumerate(steps, 1):
-            await _ok(session, name, *arguments,
-                      why=f" (step {number} of {len(steps)} of the session)")
-    finally:
-        await _quietly(session, "stop")
+    for number, (name, *arguments) in enumerate(steps, 1):
+        await _ok(session, name, *arguments,
+                  why=f" (step {number} of {len(steps)} of the session)")
 
 
 #: Every check, in the order they run: read-only ones first.

@@ -14,14 +14,14 @@ import select
 import signal
 import socket
 import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Sequence
 
+from serving import CLI
+
 ROOT = Path(__file__).resolve().parent.parent
 #: ``discos-backend`` as a command (the installed script may be a shim).
-CLI = [sys.executable, "-c", "import sys; from discosbackend.cli import main; sys.exit(main())"]
 LOOPBACK = "127.0.0.1"
 _SERVING_RE = re.compile(r"serving (.+?) on tcp:([0-9.]+):([0-9]+)(?:; control on tcp:([0-9.]+):([0-9]+))?")
 

@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import atexit
 import importlib
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -47,6 +48,15 @@ TESTS_BACKEND = "tests-backend"
 #: The bundled simulator with its default settings, behind its own handler.
 SIMULATOR = "simulator"
 LOOPBACK = "127.0.0.1"
+#: The ``discos-backend`` command, run as a separate process.
+CLI = [sys.executable, "-m", "discosbackend.cli"]
+
+
+def closed_port() -> int:
+    """A loopback port nobody listens on (just freed)."""
+    with socket.socket() as probe:
+        probe.bind((LOOPBACK, 0))
+        return probe.getsockname()[1]
 
 
 class ServerProcess:

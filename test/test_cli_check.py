@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import io
 import os
-import socket
 import subprocess
-import sys
 from typing import Any
 from xml.etree import ElementTree
 
@@ -17,10 +15,9 @@ from discosbackend.cli.check import format_result, junit_xml, list_checks, summa
 from discosbackend.testing import (CHECK_NAMES, CHECKS, ERROR, FAILED, PASSED, SKIPPED,
                                    CheckFailed, Result, check_named, select_checks)
 
-from serving import start_server
+from serving import CLI, closed_port, start_server
 
 #: ``discos-backend`` run the way the installed script runs it.
-CLI = [sys.executable, "-m", "discosbackend.cli"]
 STATE_CHANGING = [check.name for check in CHECKS if check.changes_state]
 READ_ONLY = [check.name for check in CHECKS if not check.changes_state]
 #: Checks a server that answers ok to everything passes (it echoes arguments back).
@@ -32,12 +29,6 @@ ALWAYS_OK_PASSES = {
     "set_enable_is_accepted", "set_shift_is_accepted", "set_filename_accepts_an_absolute_path",
     "convert_data_is_accepted", "end_schedule_is_accepted", "backend_park_is_accepted",
     "the_real_client_session_is_accepted"}
-
-
-def closed_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 
@@ -20,21 +20,9 @@ from discosbackend.cli.console import Console
 from discosbackend.client import BlockingClient
 from discosbackend.commands import COMMANDS
 
-from serving import ServerProcess, shared_server
+from serving import CLI, ServerProcess
 
-CLI = [sys.executable, "-c", "import sys; from discosbackend.cli import main; sys.exit(main())"]
 GREEN, RED, YELLOW, RESET = "\x1b[32m", "\x1b[31m", "\x1b[33m", "\x1b[0m"
-
-
-@pytest.fixture(scope="module")
-def server() -> ServerProcess:
-    return shared_server()
-
-
-@pytest.fixture
-def client(server: ServerProcess) -> Iterator[BlockingClient]:
-    with BlockingClient.connect(server.address, timeout=5) as connected:
-        yield connected
 
 
 def lines_of(output: io.StringIO) -> list[str]:

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import io
-import socket
 import subprocess
-import sys
 from typing import Any
 
 import pytest
@@ -14,21 +12,9 @@ from discosbackend.cli import main
 from discosbackend.cli.send import parse_request_line, positive_seconds, write_line
 from discosbackend.grammar import GrammarException
 
-from serving import ServerProcess, shared_server
+from serving import CLI, ServerProcess, closed_port
 
 #: ``discos-backend`` run the way the installed script runs it.
-CLI = [sys.executable, "-c", "import sys; from discosbackend.cli import main; sys.exit(main())"]
-
-
-@pytest.fixture(scope="module")
-def server() -> ServerProcess:
-    return shared_server()
-
-
-def closed_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 @pytest.fixture(scope="module")

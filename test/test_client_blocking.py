@@ -6,7 +6,7 @@ import os
 import socket
 import threading
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 import pytest
 from astropy import units
@@ -17,27 +17,9 @@ from discosbackend.client import (BlockingClient, CommandFailed, CommandInvalid,
 from discosbackend.client import blocking
 from discosbackend.grammar import reply, request
 
-from serving import SIMULATOR, ServerProcess, shared_server, start_server
+from serving import SIMULATOR, ServerProcess, closed_port, start_server
 
 GREETING = b"!version,ok,1.4\r\n"
-
-
-@pytest.fixture(scope="module")
-def server() -> ServerProcess:
-    return shared_server()
-
-
-@pytest.fixture
-def client(server: ServerProcess) -> Iterator[BlockingClient]:
-    with BlockingClient.connect(server.address, timeout=5) as connected:
-        yield connected
-
-
-def closed_port() -> int:
-    """A loopback port nobody listens on (just freed)."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 class ScriptedServer:

@@ -14,8 +14,7 @@ from __future__ import annotations
 import math
 from operator import call
 import re
-from dataclasses import dataclass
-from functools import cached_property
+from dataclasses import dataclass, field
 from decimal import Decimal
 from fractions import Fraction
 from typing import Any, Callable, Iterable, Sequence, TypeVar
@@ -24,9 +23,11 @@ from astropy.time import Time
 
 from discosbackend import timediscos
 from discosbackend.errors import ArgumentError
+from discosbackend.grammar import (ENCODING, ENCODING_ERRORS, EOL, OK, REPLY, SEPARATOR,
+                                   is_valid_name, ok_line)
 
 __all__ = [
-    "ArgumentError", "Kind", "Argument", "ReplyValue", "Command", "command",
+    "ArgumentError", "Kind", "Shortcut", "Argument", "ReplyValue", "Command", "command",
     "INTEGER", "NON_NEGATIVE_INTEGER", "FLOAT", "TEXT", "WORD", "BOOLEAN",
     "TIMESTAMP", "UNCHANGED", "COMMANDS", "VERSION", "commands_of", "reason_text",
 ]
@@ -56,6 +57,23 @@ def reason_text(text: str) -> str:
 
 
 @dataclass(frozen=True)
+class Shortcut:
+    """How a kind's usual values are written with one ``%`` operation.
+
+    A value of exactly type ``type`` written with the printf-style
+    ``conversion`` (``"%.7f"``, ``"%r"``, ...) gives the text
+    :attr:`Kind.format` would give, whenever that text fully matches
+    ``pattern``, a regular expression admitting only wire-safe text (no
+    comma, backslash or control character).  Anything else takes the
+    kind's ``format``.
+    """
+
+    type: type
+    conversion: str
+    pattern: str
+
+
+@dataclass(frozen=True)
 class Kind:
     """A type of value on the wire: how to parse it and how to write it."""
 
@@ -63,6 +81,7 @@ class Kind:
     expectation: str
     parse: Callable[[str], Any]
     format: Callable[[Any], str]
+    shortcut: Shortcut | None = None
 
 
 def _parse_integer(text: str) -> int:
@@ -148,23 +167,31 @@ def _format_boolean(value: Any) -> str:
 
 
 def _format_timestamp(value: Any) -> str:
-    if value.__class__ is float and 0.0 <= value < math.inf:
-        return f"{value:.7f}"  # the hot path: time.time() or reactor.seconds()
     if not isinstance(value, (int, float, Decimal, Fraction, Time)):
         raise ValueError(value)
     return timediscos.format_reply_timestamp(value)
 
 
-INTEGER = Kind("integer", "an integer", _parse_integer, _format_integer)
+# What a shortcut may write: wire-safe text (no comma, backslash, control
+# character or surrogate), and for a word no whitespace either.
+_SAFE_TEXT = r"[^,\\\x00-\x1f\x7f\ud800-\udfff]+"
+_SAFE_WORD = r"[^\s,\\\x00-\x1f\x7f\ud800-\udfff]+"
+_INTEGER_SHORTCUT = Shortcut(int, "%d", r"-?[0-9]+")
+
+INTEGER = Kind("integer", "an integer", _parse_integer, _format_integer, _INTEGER_SHORTCUT)
 NON_NEGATIVE_INTEGER = Kind("unsigned", "an integer >= 0", _parse_non_negative,
-                            _format_integer)
-FLOAT = Kind("float", "a finite number", _parse_float, _format_float)
-TEXT = Kind("text", "a non-empty text", _parse_text, _format_text)
-WORD = Kind("word", "one word", _parse_word, _format_word)
-BOOLEAN = Kind("boolean", "1 or 0", _parse_boolean, _format_boolean)
+                            _format_integer, _INTEGER_SHORTCUT)
+FLOAT = Kind("float", "a finite number", _parse_float, _format_float,
+             Shortcut(float, "%r", r"-?[0-9]+(?:\.[0-9]+)?(?:e[-+][0-9]+)?"))
+TEXT = Kind("text", "a non-empty text", _parse_text, _format_text,
+            Shortcut(str, "%s", _SAFE_TEXT))
+WORD = Kind("word", "one word", _parse_word, _format_word, Shortcut(str, "%s", _SAFE_WORD))
+BOOLEAN = Kind("boolean", "1 or 0", _parse_boolean, _format_boolean,
+               Shortcut(bool, "%d", "[01]"))
 TIMESTAMP = Kind("timestamp",
                  "ACS 100 ns ticks (integer) or unix seconds (with a decimal point)",
-                 timediscos.parse_request_timestamp, _format_timestamp)
+                 timediscos.parse_request_timestamp, _format_timestamp,
+                 Shortcut(float, "%.7f", r"[0-9]+\.[0-9]{7}"))
 
 
 @dataclass(frozen=True)
@@ -225,10 +252,38 @@ class Command:
     summary: str = ""
     changes_state: bool = False
 
-    @cached_property
-    def required(self) -> int:
-        """How many arguments a request must carry at least."""
-        return sum(1 for argument in self.arguments if not argument.optional)
+    #: How many arguments a request must carry at least.
+    required: int = field(init=False, repr=False, compare=False)
+    # Derived from the declaration once (see __post_init__).
+    _fixed_count: int = field(init=False, repr=False, compare=False)
+    _formatters: tuple[Callable[[Any], str], ...] = field(init=False, repr=False,
+                                                          compare=False)
+    _template: str | None = field(init=False, repr=False, compare=False)
+    _template_types: tuple[type, ...] = field(init=False, repr=False, compare=False)
+    _template_check: Callable[[str], Any] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        derived = object.__setattr__
+        derived(self, "required", sum(1 for argument in self.arguments if not argument.optional))
+        repeated = bool(self.reply) and self.reply[-1].repeated
+        # How many values the reply has, or -1 if it has one per section.
+        derived(self, "_fixed_count", -1 if repeated else len(self.reply))
+        derived(self, "_formatters", tuple(value.kind.format for value in self.reply))
+        shortcuts = [value.kind.shortcut for value in self.reply]
+        if not shortcuts or repeated or None in shortcuts or not is_valid_name(self.name):
+            derived(self, "_template", None)
+            return
+        # The whole reply line in one % operation, checked by one regex.
+        head = f"{REPLY}{self.name}{SEPARATOR}{OK}"
+        fields = "".join(SEPARATOR + shortcut.conversion
+                         for shortcut in shortcuts)  # type: ignore[union-attr]
+        patterns = "".join(f"{SEPARATOR}(?:{shortcut.pattern})"
+                           for shortcut in shortcuts)  # type: ignore[union-attr]
+        derived(self, "_template", head + fields + EOL)
+        derived(self, "_template_types",
+                tuple(shortcut.type for shortcut in shortcuts))  # type: ignore[union-attr]
+        derived(self, "_template_check",
+                re.compile(re.escape(head) + patterns + re.escape(EOL)).fullmatch)
 
     def parse_arguments(self, texts: Sequence[str]) -> list[Any]:
         """Check the count and kinds of a request's arguments; return values.
@@ -248,15 +303,6 @@ class Command:
                 break
             values.append(argument.default)
         return values
-
-    @cached_property
-    def _fixed_count(self) -> int:
-        """How many values the reply has, or -1 if it has one per section."""
-        return -1 if self.reply and self.reply[-1].repeated else len(self.reply)
-
-    @cached_property
-    def _formatters(self) -> tuple[Callable[[Any], str], ...]:
-        return tuple(value.kind.format for value in self.reply)
 
     def _count_error(self, count: int) -> str:
         most = len(self.arguments)
@@ -283,6 +329,21 @@ class Command:
         except (ValueError, TypeError, ArithmeticError) as error:
             raise ArgumentError(
                 f"backend returned a bad value for {self.name}: {error!s}") from None
+
+    def reply_line(self, result: Any) -> bytes:
+        """The wire bytes of the ``ok`` reply carrying a backend method's ``result``.
+
+        The same as ``serialize_line(ok(name, *format_reply(result)))``;
+        results of the usual types take a shortcut.
+        """
+        template = self._template
+        if template is not None:
+            values = result if result.__class__ is tuple else (result,)
+            if tuple(map(type, values)) == self._template_types:
+                line = template % values
+                if self._template_check(line):
+                    return line.encode(ENCODING, ENCODING_ERRORS)
+        return ok_line(self.name, self.format_reply(result))
 
     def _fit(self, result: Any) -> tuple[Sequence[Callable[[Any], str]], Sequence[Any]]:
         """The formatters for each value of ``result``, and the values."""

@@ -18,13 +18,13 @@ and a message holding one cannot be built.  Every error is a
 from __future__ import annotations
 
 import re
-from typing import Iterable
+from typing import Iterable, Sequence
 
 __all__ = [
     "REQUEST", "REPLY", "SEPARATOR", "OK", "FAIL", "INVALID", "RETURN_CODES",
     "UNDEFINED_NAME", "GrammarException", "Message", "parse_message",
     "parse_line", "serialize_line", "request", "reply", "ok", "fail",
-    "invalid", "is_valid_name", "escape",
+    "invalid", "is_valid_name", "escape", "split_arguments", "ok_line",
 ]
 
 REQUEST = "?"
@@ -369,6 +369,18 @@ def _scan_arguments(line: str, position: int, name: str) -> list[str]:
                 f"{len(arguments) + 1}", name)
 
 
+def split_arguments(text: str, name: str) -> list[str]:
+    """Split and unescape the arguments of a request ``name``: ``text`` is
+    everything after the comma that follows the name.
+
+    Raises :class:`GrammarException` (carrying ``name``) if they break the
+    grammar.
+    """
+    if text.isprintable() and "\\" not in text:
+        return text.split(SEPARATOR)
+    return _scan_arguments(text, 0, name)
+
+
 def parse_line(data: bytes) -> Message:
     """Decode one line of wire bytes (UTF-8, surrogateescape) and parse it."""
     return parse_message(data.decode(ENCODING, ENCODING_ERRORS))
@@ -394,26 +406,39 @@ def reply(name: str, code: str, *arguments: str) -> Message:
     return Message(REPLY, name, code, arguments)
 
 
+def _plain_ok_text(name: str, values: Sequence[str]) -> str | None:
+    """The wire form of ``ok`` reply ``values`` that need no escape or check, else ``None``."""
+    if not _NAME_CACHE.get(name):
+        return None
+    if not values:
+        return f"{REPLY}{name},{OK}"
+    try:
+        body = SEPARATOR.join(values)
+    except TypeError:
+        return None  # not all str: let the constructor explain
+    if _plain(body, len(values)):
+        return f"{REPLY}{name},{OK},{body}"
+    return None
+
+
 def ok(name: str, *values: str) -> Message:
     """Build the ``ok`` reply to command ``name`` with its ``values``."""
-    if _NAME_CACHE.get(name):
-        # The hot path of every server: plain values need no other check,
-        # and the wire form is known already.
-        try:
-            body = SEPARATOR.join(values)
-        except TypeError:
-            body = "\n"  # not all str: let the constructor explain
-        if not values or (body.isprintable() and "\\" not in body
-                              and body.count(SEPARATOR) == len(values) - 1):
-            # pylint: disable=protected-access
-            message = _new_message(Message)
-            message._message_type = REPLY
-            message._name = name
-            message._code = OK
-            message._arguments = list(values)
-            message._text = f"{REPLY}{name},{OK},{body}" if values else f"{REPLY}{name},{OK}"
-            return message
+    text = _plain_ok_text(name, values)
+    if text is not None:  # the hot path of every server
+        return _trusted_message(REPLY, name, OK, list(values), text)
     return Message(REPLY, name, OK, values)
+
+
+def ok_line(name: str, values: Sequence[str]) -> bytes:
+    """The wire bytes (CR LF included) of the ``ok`` reply to ``name`` with ``values``.
+
+    The same as ``serialize_line(ok(name, *values))``, without building the
+    message when the values need no escape.
+    """
+    text = _plain_ok_text(name, values)
+    if text is None:
+        return serialize_line(Message(REPLY, name, OK, values))
+    return (text + EOL).encode(ENCODING, ENCODING_ERRORS)
 
 
 def fail(name: str, reason: str) -> Message:

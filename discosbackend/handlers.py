@@ -11,6 +11,7 @@ debugging and tests.
 from __future__ import annotations
 
 import inspect
+from functools import partial
 from types import CoroutineType
 from typing import Any, Callable
 
@@ -21,13 +22,15 @@ from discosbackend import __protocol_version__
 from discosbackend.commands import Command, commands_of
 from discosbackend.errors import (ArgumentError, HandlerException, InvalidRequest,
                                   NotSupportedError)
-from discosbackend.grammar import Message, fail, ok
+from discosbackend.grammar import Message, fail, ok, request
 
 __all__ = ["Handler", "HandlerException", "DBProtocolHandler", "AlwaysOkHandler",
-           "AlwaysFailHandler", "AlwaysRaiseHandler", "Reply"]
+           "AlwaysFailHandler", "AlwaysRaiseHandler", "Reply", "Route"]
 
 #: What :meth:`Handler.handle` returns.
 Reply = Message | Deferred
+#: What :meth:`Handler.route` returns: a request's arguments in, its reply out.
+Route = Callable[[list[str]], Reply | bytes]
 
 _log = Logger()
 #: Result types that are surely not Deferreds or coroutines (a quick check).
@@ -45,6 +48,20 @@ class Handler:
         the server turns any other exception into a ``fail`` reply too.
         """
         raise NotImplementedError
+
+    def route(self, name: str) -> Route:
+        """A function answering requests named ``name``, given their arguments.
+
+        The server asks once per name and calls the function for each
+        request, with the request's unescaped arguments.  It may return
+        what :meth:`handle` does, or the reply's wire bytes (CR LF
+        included), which are sent as they are.  This one builds the request
+        message and calls :meth:`handle`; a handler overrides it to answer
+        faster.
+        """
+        def answer(arguments: list[str]) -> Reply:
+            return self.handle(request(name, *arguments))
+        return answer
 
     def start(self) -> None:
         """Called when the server starts listening."""
@@ -116,45 +133,62 @@ class DBProtocolHandler(Handler):
             closer()
 
     def handle(self, message: Message) -> Reply:
-        name = message.name
-        command = self.commands.get(name)
+        command = self.commands.get(message.name)
         if command is None:
-            raise InvalidRequest(f"unknown command {name!r}")
-        arguments = message.arguments
+            raise InvalidRequest(f"unknown command {message.name!r}")
+        return self._invoke(command, partial(_reply_message, command), message.arguments)
+
+    def route(self, name: str) -> Route:
+        """Answer ``name`` requests straight to wire bytes, skipping the messages.
+
+        A subclass that overrides :meth:`handle` is routed through it.
+        """
+        command = self.commands.get(name)
+        if command is None or type(self).handle is not DBProtocolHandler.handle:
+            return super().route(name)
+        return partial(self._invoke, command, command.reply_line)
+
+    def _invoke(self, command: Command, finish: Callable[[Any], Any],
+                arguments: list[str]) -> Any:
+        """Check ``arguments``, call the backend and ``finish`` its result (or later)."""
         values = command.parse_arguments(arguments) if arguments or command.arguments else ()
         if command.method is None:
-            return ok(name, __protocol_version__)
+            return finish(__protocol_version__)
         method = getattr(self.backend, command.method, None)
         if method is None:
-            raise NotSupportedError(f"not supported: {name}")
+            raise NotSupportedError(f"not supported: {command.name}")
         if values:
-            keep = self._keep.get(name, -1)
+            keep = self._keep.get(command.name, -1)
             if keep == -1:
-                keep = self._keep[name] = _positional_limit(method)
+                keep = self._keep[command.name] = _positional_limit(method)
             if keep is not None and len(values) > keep:
                 # An older backend (get_tpi(self)) takes fewer optional values.
                 values = values[:max(keep, command.required)]
         result = method(*values)
         if result.__class__ not in _PLAIN_RESULTS:
             if isinstance(result, Deferred):
-                return result.addCallback(self._reply, command)
+                return result.addCallback(_finish, command, finish)
             if result.__class__ is CoroutineType:
-                return Deferred.fromCoroutine(result).addCallback(self._reply, command)
+                return Deferred.fromCoroutine(result).addCallback(_finish, command, finish)
         try:
-            return ok(name, *command.format_reply(result))
+            return finish(result)
         except ArgumentError:
-            self._misfit(command, result)
+            _misfit(command, result)
             raise
 
-    @classmethod
-    def _reply(cls, result: Any, command: Command) -> Message:
-        try:
-            return ok(command.name, *command.format_reply(result))
-        except ArgumentError:
-            cls._misfit(command, result)
-            raise
 
-    @staticmethod
-    def _misfit(command: Command, result: Any) -> None:
-        _log.error("backend answered {command} with {result!r}, which does not fit"
-                   " its reply shape", command=command.name, result=result)
+def _reply_message(command: Command, result: Any) -> Message:
+    return ok(command.name, *command.format_reply(result))
+
+
+def _finish(result: Any, command: Command, finish: Callable[[Any], Any]) -> Any:
+    try:
+        return finish(result)
+    except ArgumentError:
+        _misfit(command, result)
+        raise
+
+
+def _misfit(command: Command, result: Any) -> None:
+    _log.error("backend answered {command} with {result!r}, which does not fit"
+               " its reply shape", command=command.name, result=result)

@@ -110,32 +110,54 @@ class DBProtocol(Protocol):
                 return
             self._discarding = False
             data = data[end + 1:]
-        lines = (self._buffer + data).split(b"\n") if self._buffer else data.split(b"\n")
+        if self._buffer:
+            data = self._buffer + data
+        carriage_returns = data.count(b"\r")
+        if not carriage_returns:
+            lines = data.split(b"\n")
+        elif carriage_returns == data.count(b"\r\n") == data.count(b"\n"):
+            lines = data.split(b"\r\n")  # every line ends in CR LF
+        else:
+            lines = data.split(b"\n")
+            for index in range(len(lines) - 1):  # the last line may not be complete
+                if lines[index][-1:] == b"\r":
+                    lines[index] = lines[index][:-1]
         self._buffer = lines.pop()
-        respond = self.factory.responder.respond
-        ready: list[bytes] = []  # plain replies, written together at the end
-        for line in lines:
-            if line[-1:] == b"\r":
-                line = line[:-1]
-            if len(line) > limit:
-                answer = self.factory.responder.too_long(line, limit)
-            else:
-                answer = respond(line)
-            if answer.__class__ is bytes and not self._queue:
-                ready.append(answer)
-                continue
-            if ready:
-                self.transport.write(b"".join(ready))
-                ready = []
-            self._send(answer)
-            if not self._open:
-                return
-        if ready:
-            self.transport.write(b"".join(ready))
-        if len(self._buffer) > limit + 1:  # + 1: the CR of a CR LF may be there
+        if lines:
+            self._answer(lines, limit)
+        if len(self._buffer) > limit + 1 and self._open:  # + 1: a CR may follow
             self._send(self.factory.responder.too_long(self._buffer, limit))
             self._buffer = b""
             self._discarding = True
+
+    def _answer(self, lines: list[bytes], limit: int) -> None:
+        """Answer complete ``lines``, writing the replies in order."""
+        responder = self.factory.responder
+        respond = responder.respond
+        remaining = iter(lines)
+        if not self._queue and max(map(len, lines)) <= limit:
+            # The usual case: replies ready at once, written together.
+            ready: list[bytes] = []
+            keep = ready.append
+            for line in remaining:
+                answer = respond(line)
+                if answer.__class__ is bytes:
+                    keep(answer)
+                    continue
+                if ready:
+                    self.transport.write(b"".join(ready))
+                    ready = []
+                self._send(answer)
+                if not self._open:
+                    return
+                break
+            if ready:
+                self.transport.write(b"".join(ready))
+        for line in remaining:  # behind a reply that comes later, or too long
+            self._send(responder.too_long(line, limit) if len(line) > limit
+                       else respond(line))
+            if not self._open:
+                return
 
     def _send(self, answer: ReplyBytes) -> None:
         if isinstance(answer, bytes):

@@ -21,8 +21,8 @@ from discosbackend.commands import VERSION, reason_text
 from discosbackend.errors import HandlerException
 from discosbackend.grammar import (ENCODING, ENCODING_ERRORS, EOL, FAIL, INVALID,
                                    REQUEST, UNDEFINED_NAME, GrammarException, Message,
-                                   parse_message, reply, serialize_line)
-from discosbackend.handlers import Handler
+                                   parse_message, reply, serialize_line, split_arguments)
+from discosbackend.handlers import Handler, Route
 
 __all__ = ["Responder", "ReplyBytes", "RawReply"]
 
@@ -31,6 +31,7 @@ ReplyBytes = bytes | defer.Deferred
 
 _log = Logger()
 _NAME_PREFIX = 64
+_ROUTES_KEPT = 1024
 
 
 class RawReply(bytes):
@@ -51,6 +52,11 @@ class RawReply(bytes):
 
 def _error_reply(name: str, code: str, reason: str) -> bytes:
     return serialize_line(reply(name, code, reason_text(reason) or code))
+
+
+def _shown(line: bytes) -> str:
+    """A received line as text, for the log."""
+    return line.decode(ENCODING, "replace")
 
 
 def name_of(line: bytes) -> str:
@@ -77,6 +83,8 @@ class Responder:
                  clock: IReactorTime | None = None, log_requests: bool = False) -> None:
         self.handler = handler
         self.timeout = timeout
+        # Each request name's route, by the line's start (b"?name").
+        self._routes: dict[bytes, tuple[str, Route]] = {}
         self._clock = clock
         self.log_requests = log_requests
 
@@ -94,54 +102,79 @@ class Responder:
 
     def respond(self, line: bytes) -> ReplyBytes:
         """The reply to ``line`` (without its line end): bytes, or a Deferred of them."""
+        head, comma, rest = line.partition(b",")
+        known = self._routes.get(head)
+        if known is None:
+            return self._respond_first(line)
+        name, route = known
+        if comma:
+            try:
+                arguments = split_arguments(rest.decode(ENCODING, ENCODING_ERRORS), name)
+            except GrammarException as error:
+                return _error_reply(name, INVALID, error.reason)
+        else:
+            arguments = []
+        if self.log_requests:
+            _log.debug("request {request}", request=_shown(line))
+        try:
+            answer = route(arguments)
+        except Exception as error:  # pylint: disable=broad-except
+            return self._failed(Failure(error), name, line)
+        if answer.__class__ is bytes and not self.log_requests:
+            return answer  # the hot path: a route's own wire bytes
+        return self._settle(answer, name, line)
+
+    def _respond_first(self, line: bytes) -> ReplyBytes:
+        """Parse ``line`` in full and, for a request, learn its name's route."""
         try:
             message = parse_message(line.decode(ENCODING, ENCODING_ERRORS))
         except GrammarException as error:
             return _error_reply(error.name or UNDEFINED_NAME, INVALID, error.reason)
         if message.message_type != REQUEST:
             return _error_reply(message.name, INVALID, "requests must start with '?'")
-        if self.log_requests:
-            _log.debug("request {request}", request=str(message))
-        try:
-            answer = self.handler.handle(message)
-        except Exception as error:  # pylint: disable=broad-except
-            return self._failed(Failure(error), message)
+        if len(self._routes) >= _ROUTES_KEPT:
+            self._routes.clear()  # junk names: start again rather than grow
+        self._routes[line.partition(b",")[0]] = (message.name,
+                                                 self.handler.route(message.name))
+        return self.respond(line)
+
+    def _settle(self, answer: Any, name: str, line: bytes) -> ReplyBytes:
+        """The reply bytes of a route's ``answer``, now or when it fires."""
         if answer.__class__ is not Message and isinstance(answer, defer.Deferred):
             if self.timeout is not None:
                 answer.addTimeout(self.timeout, self.clock)
             return answer.addCallbacks(self._answered, self._failed,
-                                       callbackArgs=(message,), errbackArgs=(message,))
-        return self._answered(answer, message)
+                                       callbackArgs=(name, line), errbackArgs=(name, line))
+        return self._answered(answer, name, line)
 
     def too_long(self, start: bytes, limit: int) -> bytes:
         """The reply to a line longer than ``limit`` bytes that starts with ``start``."""
         return _error_reply(name_of(start), INVALID, f"line too long: over {limit} bytes")
 
-    def _answered(self, answer: Any, request: Message) -> bytes:
-        if answer.__class__ is RawReply:
-            return answer
-        if not (isinstance(answer, Message) and answer.is_correct_reply(request)):
+    def _answered(self, answer: Any, name: str, line: bytes) -> bytes:
+        if isinstance(answer, bytes):
+            data = answer  # wire bytes (or a RawReply), sent as they are
+        elif isinstance(answer, Message) and answer.is_reply() and answer.name == name:
+            try:
+                data = (str(answer) + EOL).encode(ENCODING, ENCODING_ERRORS)
+            except (GrammarException, UnicodeEncodeError) as error:
+                _log.error("handler reply to {request} cannot be sent: {error}",
+                           request=_shown(line), error=error)
+                return _error_reply(name, FAIL, "internal error: unrepresentable reply")
+        else:
             _log.error("handler {handler!r} answered {request} with {answer!r}, "
                        "which is not a reply to it", handler=self.handler,
-                       request=str(request), answer=answer)
-            return _error_reply(request.name, FAIL, "internal error: the handler gave no reply")
-        try:
-            data = (str(answer) + EOL).encode(ENCODING, ENCODING_ERRORS)
-        except (GrammarException, UnicodeEncodeError) as error:
-            _log.error("handler reply to {request} cannot be sent: {error}",
-                       request=str(request), error=error)
-            return _error_reply(request.name, FAIL, "internal error: unrepresentable reply")
+                       request=_shown(line), answer=answer)
+            return _error_reply(name, FAIL, "internal error: the handler gave no reply")
         if self.log_requests:
-            _log.debug("reply {reply}", reply=data.decode("utf-8", "replace").rstrip())
+            _log.debug("reply {reply}", reply=data.decode(ENCODING, "replace").rstrip())
         return data
 
-    def _failed(self, failure: Failure, request: Message) -> bytes:
+    def _failed(self, failure: Failure, name: str, line: bytes) -> bytes:
         error = failure.value
         if isinstance(error, HandlerException):
-            return _error_reply(request.name, error.code, str(error) or type(error).__name__)
+            return _error_reply(name, error.code, str(error) or type(error).__name__)
         if isinstance(error, defer.TimeoutError) and self.timeout is not None:
-            return _error_reply(request.name, FAIL,
-                                f"timeout after {self.timeout:g} s")
-        _log.failure("handler failed on {request}", failure, request=str(request))
-        return _error_reply(request.name, FAIL,
-                            f"internal error: {type(error).__name__}: {error}")
+            return _error_reply(name, FAIL, f"timeout after {self.timeout:g} s")
+        _log.failure("handler failed on {request}", failure, request=_shown(line))
+        return _error_reply(name, FAIL, f"internal error: {type(error).__name__}: {error}")

@@ -107,7 +107,7 @@ class Backend:
 
     def time(self) -> float | Time:
         """``time``: the backend's clock, unix seconds or an astropy ``Time``."""
-        return self.clock.seconds()
+        return (self._clock or self.clock).seconds()
 
     def get_configuration(self) -> str:
         """``get-configuration``: the configuration id (``unconfigured`` before one)."""

@@ -252,16 +252,19 @@ def _strip_eol(line: str) -> str:
     return line
 
 
-def parse_message(line: str) -> Message:
+def parse_message(line: str, *, line_end: bool = True) -> Message:
     """Parse one line (a trailing CR LF or LF is dropped) into a :class:`Message`.
 
-    Raises :class:`GrammarException` if the line breaks the grammar.
+    With ``line_end=False`` the line comes without its end, so a trailing
+    CR or LF is a control character like any other.  Raises
+    :class:`GrammarException` if the line breaks the grammar.
     """
     # Fast path: no escapes, no control characters (so no EOL either): a
     # plain split is the whole story.  Anything else, and every error, goes
     # through the full scanner.
     if not line.isprintable() or "\\" in line:
-        line = _strip_eol(line)
+        if line_end:
+            line = _strip_eol(line)
         if not line.isprintable() or "\\" in line:
             return _parse_carefully(line)
     fields = line.split(SEPARATOR)

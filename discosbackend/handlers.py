@@ -164,7 +164,7 @@ class DBProtocolHandler(Handler):
             if keep is not None and len(values) > keep:
                 # An older backend (get_tpi(self)) takes fewer optional values.
                 values = values[:max(keep, command.required)]
-        result = method(*values)
+        result = method(*values) if values else method()
         if result.__class__ not in _PLAIN_RESULTS:
             if isinstance(result, Deferred):
                 return result.addCallback(_finish, command, finish)

@@ -127,7 +127,7 @@ class Responder:
     def _respond_first(self, line: bytes) -> ReplyBytes:
         """Parse ``line`` in full and, for a request, learn its name's route."""
         try:
-            message = parse_message(line.decode(ENCODING, ENCODING_ERRORS))
+            message = parse_message(line.decode(ENCODING, ENCODING_ERRORS), line_end=False)
         except GrammarException as error:
             return _error_reply(error.name or UNDEFINED_NAME, INVALID, error.reason)
         if message.message_type != REQUEST:

@@ -1,17 +1,25 @@
 #!/usr/bin/env python3
 """Benchmark the server against a bare Twisted line server, side by side.
 
-Starts two servers in subprocesses on loopback: ours (``DBProtocolHandler``
-over a trivial in-memory ``Backend``) and the floor (a bare Twisted
-``LineOnlyReceiver`` that answers every line with a fixed status reply).
-Then, alternating between them for several rounds, it measures:
+Starts three servers in subprocesses on loopback:
 
-* pipelined ``?status`` throughput over 4 connections (requests/s);
-* lockstep latency (send one request, wait for its reply) p50 and p99;
+* ``floor``: a bare Twisted ``LineOnlyReceiver`` answering every line with a
+  fixed status reply (the cost of Twisted alone);
+* ``format``: the same receiver calling the same in-memory ``Backend``'s
+  ``status()`` and writing the reply with one f-string: no parsing, no
+  checks, no dispatch (what answering ``?status`` costs at the least);
+* ``ours``: ``DBProtocolHandler`` over that ``Backend``.
+
+For several rounds, with all three servers up, it measures:
+
+* pipelined ``?status`` throughput over 4 connections (requests/s), one
+  server after the other, in a different order each round;
+* lockstep latency (send one request, wait for its reply) p50 and p99, the
+  servers taking turns request by request, so that all see the same machine;
 * server CPU time per request (user + system, from /proc) in the pipelined run;
 * errors: replies that are not ``!status,ok,...`` lines.
 
-and prints the medians and the ratios ours/floor.  Usage::
+and prints the medians and the ratios to the floor.  Usage::
 
     python scripts/benchmark.py [--requests 20000] [--lockstep 2000] [--rounds 3]
 """
@@ -34,34 +42,44 @@ FLOOR_REPLY = b"!status,ok,1700000000.0000000,ok,0"
 
 
 def serve(kind: str) -> None:
-    """Run one server (``ours`` or ``floor``) on a free loopback port; print the port."""
+    """Run one server (see ``KINDS``) on a free loopback port; print the port."""
     from twisted.internet import reactor
     from twisted.internet.protocol import Factory
     from twisted.protocols.basic import LineOnlyReceiver
 
+    from discosbackend.backend import Backend
+
     if kind == "ours":
         from discosbackend import server
-        from discosbackend.backend import Backend
         from discosbackend.handlers import DBProtocolHandler
         listening = server.listen(0, DBProtocolHandler(Backend()), interface="127.0.0.1")
-    else:
-        class Floor(LineOnlyReceiver):
-            """Answers each line with a fixed reply: the cost of Twisted alone."""
-
-            delimiter = b"\n"
-
-            def connectionMade(self) -> None:
-                self.transport.setTcpNoDelay(True)
-                self.transport.write(b"!version,ok,1.4\r\n")
-
-            def lineReceived(self, line: bytes) -> None:
-                self.transport.write(FLOOR_REPLY + b"\r\n")
-
-        port = reactor.listenTCP(0, Factory.forProtocol(Floor), interface="127.0.0.1")
-        listening = None
-        print(port.getHost().port, flush=True)
-    if listening is not None:
         listening.addCallback(lambda port: print(port.getHost().port, flush=True))
+        reactor.run()
+        return
+    backend = Backend()
+
+    class Floor(LineOnlyReceiver):
+        """Answers each line with a fixed reply: the cost of Twisted alone."""
+
+        delimiter = b"\n"
+
+        def connectionMade(self) -> None:
+            self.transport.setTcpNoDelay(True)
+            self.transport.write(b"!version,ok,1.4\r\n")
+
+        def lineReceived(self, line: bytes) -> None:
+            self.transport.write(FLOOR_REPLY + b"\r\n")
+
+    class Format(Floor):
+        """Asks the backend and formats its answer, and nothing else."""
+
+        def lineReceived(self, line: bytes) -> None:
+            stamp, word, acquiring = backend.status()
+            self.transport.write(f"!status,ok,{stamp:.7f},{word},{acquiring:d}\r\n".encode())
+
+    port = reactor.listenTCP(0, Factory.forProtocol(Floor if kind == "floor" else Format),
+                             interface="127.0.0.1")
+    print(port.getHost().port, flush=True)
     reactor.run()
 
 
@@ -117,22 +135,28 @@ def pipelined(port: int, requests: int) -> tuple[float, int]:
     return CONNECTIONS * requests / elapsed, errors
 
 
-def lockstep(port: int, count: int) -> tuple[float, float, int]:
-    """One request at a time; return (p50 µs, p99 µs, errors)."""
-    connection = _connect(port)
-    latencies = []
-    errors = 0
-    for _ in range(count):
-        start = time.perf_counter_ns()
-        connection.sendall(REQUEST)
-        reply = b""
-        while not reply.endswith(b"\r\n"):
-            reply += connection.recv(4096)
-        latencies.append((time.perf_counter_ns() - start) / 1000)
-        errors += _count_errors(reply)
-    connection.close()
-    latencies.sort()
-    return (statistics.median(latencies), latencies[int(len(latencies) * 0.99) - 1], errors)
+def lockstep(ports: dict[str, int], count: int) -> dict[str, tuple[float, float, int]]:
+    """One request at a time, the servers taking turns; per server (p50 µs, p99 µs, errors)."""
+    connections = {kind: _connect(port) for kind, port in ports.items()}
+    latencies: dict[str, list[float]] = {kind: [] for kind in ports}
+    errors = dict.fromkeys(ports, 0)
+    order = list(connections.items())
+    for turn in range(count):
+        for kind, connection in order[turn % len(order):] + order[:turn % len(order)]:
+            start = time.perf_counter_ns()
+            connection.sendall(REQUEST)
+            reply = b""
+            while not reply.endswith(b"\r\n"):
+                reply += connection.recv(4096)
+            latencies[kind].append((time.perf_counter_ns() - start) / 1000)
+            errors[kind] += _count_errors(reply)
+    results = {}
+    for kind, connection in connections.items():
+        connection.close()
+        times = sorted(latencies[kind])
+        results[kind] = (statistics.median(times), times[int(len(times) * 0.99) - 1],
+                         errors[kind])
+    return results
 
 
 def _start(kind: str) -> tuple[subprocess.Popen, int]:
@@ -141,53 +165,64 @@ def _start(kind: str) -> tuple[subprocess.Popen, int]:
     return process, int(process.stdout.readline())
 
 
-def _measure(kind: str, options: argparse.Namespace) -> dict[str, float]:
-    process, port = _start(kind)
+KINDS = ("floor", "format", "ours")
+
+
+def _round(options: argparse.Namespace, number: int) -> dict[str, dict[str, float]]:
+    """One round: all servers up; pipelined one by one, then lockstep in turns."""
+    started = {kind: _start(kind) for kind in KINDS}
+    ports = {kind: port for kind, (_, port) in started.items()}
+    results: dict[str, dict[str, float]] = {}
     try:
-        lockstep(port, 200)  # warm up
-        cpu_before = _cpu_seconds(process.pid)
-        rate, errors = pipelined(port, options.requests)
-        cpu = (_cpu_seconds(process.pid) - cpu_before) / (CONNECTIONS * options.requests)
-        p50, p99, lock_errors = lockstep(port, options.lockstep)
+        lockstep(ports, 100)  # warm up
+        order = KINDS[number % len(KINDS):] + KINDS[:number % len(KINDS)]
+        for kind in order:
+            process = started[kind][0]
+            cpu_before = _cpu_seconds(process.pid)
+            rate, errors = pipelined(ports[kind], options.requests)
+            cpu = (_cpu_seconds(process.pid) - cpu_before) / (CONNECTIONS * options.requests)
+            results[kind] = {"rate": rate, "cpu_us": cpu * 1e6, "errors": errors}
+        for kind, (p50, p99, errors) in lockstep(ports, options.lockstep).items():
+            results[kind].update(p50=p50, p99=p99)
+            results[kind]["errors"] += errors
     finally:
-        process.terminate()
-        process.wait()
-    return {"rate": rate, "p50": p50, "p99": p99, "cpu_us": cpu * 1e6,
-            "errors": errors + lock_errors}
+        for process, _ in started.values():
+            process.terminate()
+            process.wait()
+    return results
 
 
 def main() -> None:
-    """Measure both servers in alternating rounds and print medians and ratios."""
+    """Measure the servers in several rounds and print medians and ratios."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=20000,
                         help="pipelined requests per connection (default 20000)")
     parser.add_argument("--lockstep", type=int, default=2000,
-                        help="lockstep requests (default 2000)")
-    parser.add_argument("--rounds", type=int, default=3, help="alternating rounds (default 3)")
-    parser.add_argument("--serve", choices=("ours", "floor"), help=argparse.SUPPRESS)
+                        help="lockstep requests per server (default 2000)")
+    parser.add_argument("--rounds", type=int, default=3, help="rounds (default 3)")
+    parser.add_argument("--serve", choices=KINDS, help=argparse.SUPPRESS)
     options = parser.parse_args()
     if options.serve:
         serve(options.serve)
         return
-    results: dict[str, list[dict[str, float]]] = {"floor": [], "ours": []}
-    for _ in range(options.rounds):
-        for kind in ("floor", "ours"):
-            results[kind].append(_measure(kind, options))
+    rounds = [_round(options, number) for number in range(options.rounds)]
     median: Callable[[str, str], float] = lambda kind, key: statistics.median(
-        r[key] for r in results[kind])
+        r[kind][key] for r in rounds)
     print(f"{CONNECTIONS} connections x {options.requests} pipelined ?status, "
-          f"{options.lockstep} lockstep, median of {options.rounds} alternating rounds")
+          f"{options.lockstep} lockstep each, median of {options.rounds} rounds")
     print(f"{'':8} {'pipelined req/s':>16} {'p50 us':>9} {'p99 us':>9} {'cpu us/req':>11}"
           f" {'errors':>7}")
-    for kind in ("floor", "ours"):
+    for kind in KINDS:
         print(f"{kind:8} {median(kind, 'rate'):16,.0f} {median(kind, 'p50'):9.1f}"
               f" {median(kind, 'p99'):9.1f} {median(kind, 'cpu_us'):11.2f}"
-              f" {sum(r['errors'] for r in results[kind]):7.0f}")
-    throughput = median("ours", "rate") / median("floor", "rate")
-    latency = median("ours", "p50") / median("floor", "p50")
-    cpu = median("ours", "cpu_us") / median("floor", "cpu_us")
-    print(f"ratios ours/floor: throughput {throughput:.2f}x (target >= 0.5),"
-          f" lockstep p50 {latency:.2f}x (target <= 1.1), cpu/request {cpu:.2f}x")
+              f" {sum(r[kind]['errors'] for r in rounds):7.0f}")
+    for kind in ("format", "ours"):
+        throughput = median(kind, "rate") / median("floor", "rate")
+        latency = median(kind, "p50") / median("floor", "p50")
+        cpu = median(kind, "cpu_us") / median("floor", "cpu_us")
+        target = " (targets: throughput >= 0.5, p50 <= 1.1)" if kind == "ours" else ""
+        print(f"ratios {kind}/floor: throughput {throughput:.2f}x, lockstep p50 {latency:.2f}x,"
+              f" cpu/request {cpu:.2f}x{target}")
 
 
 if __name__ == "__main__":

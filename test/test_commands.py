@@ -738,3 +738,84 @@ def test_commands_of_returns_a_copy_and_plain_objects_get_the_standard_table():
     assert table == COMMANDS
     table["extra"] = COMMANDS["status"]
     assert "extra" not in COMMANDS
+
+
+# -- reply_line: the shortcut gives exactly the generic reply -------------------
+
+def _generic_line(command_: Command, result) -> bytes:
+    return grammar.ok_line(command_.name, command_.format_reply(result))
+
+
+_REPLY_VALUES = st.one_of(
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.integers(min_value=-10 ** 20, max_value=10 ** 20),
+    st.booleans(),
+    st.text(max_size=8),
+    st.sampled_from(["ok", "SK00", "a,b", "a b", "\\", "\t", "", "-0", "é"]),
+    st.decimals(allow_nan=False, allow_infinity=False, places=9),
+    st.none(),
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.sampled_from(sorted(COMMANDS)),
+       st.one_of(_REPLY_VALUES, st.tuples(_REPLY_VALUES, _REPLY_VALUES, _REPLY_VALUES),
+                 st.tuples(_REPLY_VALUES), st.lists(_REPLY_VALUES, max_size=3)))
+def test_reply_line_is_the_generic_reply_for_any_result(name, result):
+    command_ = COMMANDS[name]
+    try:
+        expected = _generic_line(command_, result)
+    except (ArgumentError, grammar.GrammarException) as error:
+        with pytest.raises(type(error)):
+            command_.reply_line(result)
+    else:
+        assert command_.reply_line(result) == expected
+
+
+@pytest.mark.parametrize("result, line", [
+    ((1700000000.1234567, "ok", False), b"!status,ok,1700000000.1234567,ok,0\r\n"),
+    ((1700000000, "ok", True), b"!status,ok,1700000000.0000000,ok,1\r\n"),
+    ((-0.0, "ok", True), b"!status,ok,0.0000000,ok,1\r\n"),
+    ((1.5, "a,b", 1), b"!status,ok,1.5000000,a\\,b,1\r\n"),
+])
+def test_status_reply_lines(result, line):
+    assert COMMANDS["status"].reply_line(result) == line
+
+
+@pytest.mark.parametrize("result", [(-1.0, "ok", False), (math.inf, "ok", False),
+                                    (True, "ok", False), (1.0, "two words", False),
+                                    (1.0, "ok", 2)])
+def test_status_shortcut_never_lets_a_bad_value_through(result):
+    with pytest.raises(ArgumentError):
+        COMMANDS["status"].reply_line(result)
+
+
+def test_shortcut_templates_are_derived_from_the_kinds():
+    # pylint: disable=protected-access
+    assert COMMANDS["status"]._template == "!status,ok,%.7f,%s,%d\r\n"
+    assert COMMANDS["get-integration"]._template == "!get-integration,ok,%d\r\n"
+    assert COMMANDS["get-tpi"]._template is None  # one value per section
+    assert COMMANDS["start"]._template is None  # nothing to report
+    assert Command("bad name", "m", reply=(ReplyValue("v", TEXT),))._template is None
+    assert all(kind.shortcut is not None
+               for kind in (INTEGER, NON_NEGATIVE_INTEGER, FLOAT, TEXT, WORD, BOOLEAN,
+                            TIMESTAMP))
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.one_of(
+    st.tuples(st.just("status"), st.tuples(st.floats(), st.text(max_size=6), st.booleans())),
+    st.tuples(st.just("time"), st.floats()),
+    st.tuples(st.just("get-integration"), st.integers()),
+    st.tuples(st.just("get-configuration"), st.text(max_size=10)),
+))
+def test_shortcut_types_give_the_generic_reply(case):
+    name, result = case
+    command_ = COMMANDS[name]
+    try:
+        expected = _generic_line(command_, result)
+    except (ArgumentError, grammar.GrammarException) as error:
+        with pytest.raises(type(error)):
+            command_.reply_line(result)
+    else:
+        assert command_.reply_line(result) == expected

@@ -782,3 +782,61 @@ def test_grammar_imports_no_twisted():
 def test_odd_constructor_values_are_grammar_errors(kwargs):
     with pytest.raises(GrammarException):
         Message(name="x", **kwargs)
+
+
+# -- split_arguments and ok_line: the server's shortcuts -------------------------
+
+@pytest.mark.parametrize("text, arguments", [
+    ("SK00", ["SK00"]),
+    ("1,2,,3", ["1", "2", "", "3"]),
+    ("", [""]),
+    ("a\\,b,c\\\\d,e\\tf", ["a,b", "c\\d", "e\tf"]),
+    ("tab\there", ["tab\there"]),
+])
+def test_split_arguments_unescapes_like_parse_message(text, arguments):
+    assert grammar.split_arguments(text, "x") == arguments
+    assert grammar.split_arguments(text, "x") == parse_message("?x," + text).arguments
+
+
+@pytest.mark.parametrize("text", ["bad\\q", "end\\", "cr\rhere", "nul\x00"])
+def test_split_arguments_errors_carry_the_name(text):
+    with pytest.raises(GrammarException) as caught:
+        grammar.split_arguments(text, "set-filename")
+    assert caught.value.name == "set-filename"
+
+
+@pytest.mark.parametrize("name, values", [
+    ("status", ["1700000000.0000000", "ok", "0"]),
+    ("start", []),
+    ("get-configuration", ["a,b\\c\td"]),
+    ("never-seen-name-before", ["x"]),
+    ("version", ["1.4"]),
+])
+def test_ok_line_is_the_serialized_ok_reply(name, values):
+    assert grammar.ok_line(name, values) == serialize_line(ok(name, *values))
+
+
+def test_ok_line_refuses_what_the_wire_cannot_carry():
+    with pytest.raises(GrammarException):
+        grammar.ok_line("status", ["line\nbreak"])
+    with pytest.raises(GrammarException):
+        grammar.ok_line("status", [1])  # type: ignore[list-item]
+    with pytest.raises(GrammarException):
+        grammar.ok_line("bad name", ["x"])
+
+
+@FAST
+@given(st.lists(st.text(alphabet=st.characters(blacklist_characters="\r\n\x00\x1b",
+                                                blacklist_categories=("Cs",))),
+                max_size=5))
+def test_ok_line_matches_ok_for_any_values(values):
+    assert grammar.ok_line("get-tpi", values) == serialize_line(ok("get-tpi", *values))
+    assert parse_line(grammar.ok_line("get-tpi", values)).arguments == values
+
+
+def test_without_a_line_end_a_trailing_cr_is_a_control_character():
+    assert parse_message("?a,x\r\n").arguments == ["x"]
+    with pytest.raises(GrammarException, match="control character CR"):
+        parse_message("?a,x\r", line_end=False)
+    with pytest.raises(GrammarException):
+        parse_message("?a\r", line_end=False)

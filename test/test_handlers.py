@@ -625,3 +625,61 @@ def test_stop_closes_a_backend_with_a_pending_start():
     assert backend.pending_start is None
     clock.advance(20)
     assert not backend.acquiring
+
+
+# -- routes: the server's way in, straight to wire bytes ------------------------
+
+def routed(handler, line):
+    """What ``handler``'s route answers to the request ``line``."""
+    message = parse_message(line)
+    return handler.route(message.name)(message.arguments)
+
+
+@pytest.mark.parametrize("line, reply, method, arguments", OK_CASES)
+def test_route_answers_the_wire_bytes_of_handle(backend, line, reply, method, arguments):
+    answer = routed(DBProtocolHandler(backend), line)
+    assert answer == (reply + "\r\n").encode()
+    assert backend.calls == [(method, arguments)]
+
+
+@pytest.mark.parametrize("line, message", FAIL_CASES)
+def test_route_fails_as_handle_does(handler, backend, line, message):
+    with pytest.raises(ArgumentError) as caught:
+        routed(handler, line)
+    assert str(caught.value).startswith(message.strip())
+    assert not backend.calls
+
+
+def test_route_version_and_unknown_command(handler):
+    assert routed(handler, "?version") == f"!version,ok,{__protocol_version__}\r\n".encode()
+    with pytest.raises(ArgumentError):
+        routed(handler, "?version,1")
+    with pytest.raises(InvalidRequest):
+        routed(handler, "?no-such-command")
+
+
+def test_route_of_a_later_answer_fires_with_wire_bytes(async_handler):
+    clock, handler = async_handler
+    answer = routed(handler, "?get-tpi,1500,0")
+    assert isinstance(answer, Deferred) and not answer.called
+    clock.advance(5)
+    assert fired(answer) == b"!get-tpi,ok,1500.0,2.0\r\n"
+    misfit = routed(handler, "?status")  # status answers two values, not three
+    clock.advance(1)
+    with pytest.raises(ArgumentError):
+        fired(misfit)
+
+
+def test_route_of_a_subclass_that_reshapes_handle_goes_through_handle(backend):
+    class Renaming(DBProtocolHandler):
+        def handle(self, message):
+            return Message("!", message.name, "fail", ["renamed"])
+
+    answer = routed(Renaming(backend), "?status")
+    assert str(answer) == "!status,fail,renamed"
+    assert not backend.calls
+
+
+def test_base_route_builds_the_request_for_handle():
+    answer = AlwaysOkHandler().route("anything")(["a,b", "c"])
+    assert str(answer) == "!anything,ok,a\\,b,c"

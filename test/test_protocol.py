@@ -317,3 +317,34 @@ def test_half_close_with_nothing_pending_closes_at_once(clock):
     protocol.readConnectionLost()
     assert transport.disconnecting
     assert lines(transport)[-1] == b"!x,ok"
+
+
+@pytest.mark.parametrize("chunks, replies", [
+    # mixed line ends in one chunk
+    ([b"?a,1\r\n?b,2\n?c\r\n"], [b"!a,ok,1", b"!b,ok,2", b"!c,ok"]),
+    # a CR inside a line is not a line end: the line is invalid
+    ([b"?a\rb\r\n?c\n"], [b"!undefined,invalid,", b"!c,ok"]),
+    # a CR that ends a chunk waits for its LF
+    ([b"?a\r\n?b\r", b"\n?c\r\n"], [b"!a,ok", b"!b,ok", b"!c,ok"]),
+    # ... and a CR that ends a chunk and is not followed by LF stays in the line
+    ([b"?a\r\n?b\r", b"x\n"], [b"!a,ok", b"!undefined,invalid,"]),
+    # a lone CR at the end of a line ending in LF is dropped, one only
+    ([b"?a\r\r\n"], [b"!undefined,invalid,"]),
+])
+def test_line_ends_in_every_combination(clock, chunks, replies):
+    protocol, transport, _ = connect(AlwaysOkHandler(), clock)
+    transport.clear()
+    for chunk in chunks:
+        protocol.dataReceived(chunk)
+    answered = lines(transport)
+    assert len(answered) == len(replies)
+    for got, expected in zip(answered, replies):
+        assert got.startswith(expected)
+
+
+def test_an_overlong_line_among_short_ones_keeps_the_order(clock):
+    protocol, transport, _ = connect(AlwaysOkHandler(), clock, max_line=16)
+    transport.clear()
+    protocol.dataReceived(b"?a\r\n?long," + b"x" * 20 + b"\r\n?b\r\n")
+    assert lines(transport) == [b"!a,ok", b"!long,invalid,line too long: over 16 bytes",
+                                b"!b,ok"]

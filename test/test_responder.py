@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from twisted.internet import defer, task
 from twisted.logger import globalLogPublisher
 
@@ -184,3 +186,57 @@ def test_reply_reasons_keep_every_reply_grammatical():
     data = answer(Responder(Chatty()), b"?x")
     assert data == b"!x,fail,line one; line two ; done\r\n"
     assert parse_line(data).arguments == ["line one; line two ; done"]
+
+
+# -- routes: asked once per name -------------------------------------------------
+
+class Counting(AlwaysOkHandler):
+    """Counts how often the responder asks for a route."""
+
+    def __init__(self):
+        self.asked: list[str] = []
+
+    def route(self, name):
+        self.asked.append(name)
+        return super().route(name)
+
+
+def test_a_route_is_asked_for_once_per_name():
+    handler = Counting()
+    responder = Responder(handler)
+    for line in (b"?a", b"?a,1", b"?b", b"?a,2,3", b"!a,ok", b"?b,x\\,y"):
+        answer(responder, line)
+    assert handler.asked == ["a", "b"]
+    assert answer(responder, b"?b,x\\,y") == b"!b,ok,x\\,y\r\n"
+
+
+def test_the_route_cache_starts_again_when_full(monkeypatch):
+    monkeypatch.setattr("discosbackend.responder._ROUTES_KEPT", 2)
+    handler = Counting()
+    responder = Responder(handler)
+    for line in (b"?a", b"?b", b"?c", b"?a", b"?c"):
+        assert answer(responder, line) == b"!" + line[1:] + b",ok\r\n"
+    assert handler.asked == ["a", "b", "c", "a"]
+
+
+@pytest.mark.parametrize("line, reply", [
+    (b"?set-filename,bad\\q", b"!set-filename,invalid,unknown escape \\\\q in argument 1"),
+    (b"?set-filename,end\\", b"!set-filename,invalid,lone backslash at end of line"),
+    (b"?status,", b"!status,fail,status takes no arguments (got 1)"),
+])
+def test_known_names_still_get_their_arguments_checked(responder, line, reply):
+    answer(responder, b"?set-filename,warm-up")
+    answer(responder, b"?status")
+    assert answer(responder, line).startswith(reply)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.binary(max_size=12).map(lambda tail: b"?" + tail) | st.sampled_from(
+    [b"?a", b"?a\r", b"?a,x\r", b"?a,\\,", b"?a,\\q", b"?a,\x00", b"!a,ok", b"?a-1,\xff"]),
+    min_size=1, max_size=6))
+def test_a_learned_route_answers_as_the_first_parse_did(lines):
+    fresh = [answer(Responder(AlwaysOkHandler()), line) for line in lines]
+    warmed = Responder(AlwaysOkHandler())
+    for line in lines:
+        answer(warmed, line)
+    assert [answer(warmed, line) for line in lines] == fresh

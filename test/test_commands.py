@@ -742,8 +742,15 @@ def test_commands_of_returns_a_copy_and_plain_objects_get_the_standard_table():
 
 # -- reply_line: the shortcut gives exactly the generic reply -------------------
 
-def _generic_line(command_: Command, result) -> bytes:
-    return grammar.ok_line(command_.name, command_.format_reply(result))
+def assert_reply_line_is_generic(command_: Command, result) -> None:
+    """reply_line(result) gives the bytes, or the error, of the per-value path."""
+    try:
+        expected = grammar.ok_line(command_.name, command_.format_reply(result))
+    except (ArgumentError, grammar.GrammarException) as error:
+        with pytest.raises(type(error)):
+            command_.reply_line(result)
+    else:
+        assert command_.reply_line(result) == expected
 
 
 _REPLY_VALUES = st.one_of(
@@ -762,14 +769,7 @@ _REPLY_VALUES = st.one_of(
        st.one_of(_REPLY_VALUES, st.tuples(_REPLY_VALUES, _REPLY_VALUES, _REPLY_VALUES),
                  st.tuples(_REPLY_VALUES), st.lists(_REPLY_VALUES, max_size=3)))
 def test_reply_line_is_the_generic_reply_for_any_result(name, result):
-    command_ = COMMANDS[name]
-    try:
-        expected = _generic_line(command_, result)
-    except (ArgumentError, grammar.GrammarException) as error:
-        with pytest.raises(type(error)):
-            command_.reply_line(result)
-    else:
-        assert command_.reply_line(result) == expected
+    assert_reply_line_is_generic(COMMANDS[name], result)
 
 
 @pytest.mark.parametrize("result, line", [
@@ -811,11 +811,4 @@ def test_shortcut_templates_are_derived_from_the_kinds():
 ))
 def test_shortcut_types_give_the_generic_reply(case):
     name, result = case
-    command_ = COMMANDS[name]
-    try:
-        expected = _generic_line(command_, result)
-    except (ArgumentError, grammar.GrammarException) as error:
-        with pytest.raises(type(error)):
-            command_.reply_line(result)
-    else:
-        assert command_.reply_line(result) == expected
+    assert_reply_line_is_generic(COMMANDS[name], result)

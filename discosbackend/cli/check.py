@@ -14,10 +14,11 @@ from __future__ import annotations
 import argparse
 import re
 import sys
-from typing import Any, Sequence, TextIO
+from typing import Any, Callable, Sequence, TextIO
 from xml.etree import ElementTree
 
 from twisted.internet import defer, task
+from twisted.python.failure import Failure
 
 from discosbackend.cli import CommandLineError
 from discosbackend.cli.send import positive_seconds
@@ -117,7 +118,7 @@ def _names(values: Sequence[str]) -> list[str]:
     return [name.strip() for value in values for name in value.split(",") if name.strip()]
 
 
-def _count(minimum: int) -> Any:
+def _count(minimum: int) -> Callable[[str], int]:
     def parse(text: str) -> int:
         if not re.fullmatch(r"[0-9]+", text) or int(text) < minimum:
             raise argparse.ArgumentTypeError(f"expected an integer >= {minimum}, got {text!r}")
@@ -221,7 +222,7 @@ def run(arguments: argparse.Namespace) -> int:
 
 
 def _react(reactor: Any, address: Address, settings: Settings,
-           checks: list[tuple[Check, str | None]], outcome: dict[str, Any]) -> defer.Deferred:
+           checks: list[tuple[Check, str | None]], outcome: dict[str, Any]) -> defer.Deferred[None]:
     marks = symbols(sys.stdout)
     header = [f"checking {address}: {len(checks)} checks"]
 
@@ -233,7 +234,8 @@ def _react(reactor: Any, address: Address, settings: Settings,
     def done(results: list[Result]) -> None:
         outcome["results"] = results
 
-    def unreachable(failure: Any) -> None:
+    def unreachable(failure: Failure) -> None:
+        assert failure.type is not None  # a Failure always holds an exception
         outcome["error"] = (failure.getErrorMessage() if failure.check(CannotConnect) else
                             f"internal error: {failure.type.__name__}: "
                             f"{failure.getErrorMessage()}")

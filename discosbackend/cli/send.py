@@ -13,7 +13,7 @@ from __future__ import annotations
 import argparse
 import math
 import sys
-from typing import Any
+from typing import Any, TextIO
 
 from discosbackend.cli import CommandLineError
 from discosbackend.client.address import parse_address
@@ -56,7 +56,7 @@ def positive_seconds(text: str) -> float:
     raise argparse.ArgumentTypeError(f"expected seconds > 0, got {text!r}")
 
 
-def write_line(line: str, stream: Any = None) -> None:
+def write_line(line: str, stream: TextIO | None = None) -> None:
     """Write ``line`` and a newline, byte for byte as it came off the wire."""
     stream = stream if stream is not None else sys.stdout
     buffer = getattr(stream, "buffer", None)

@@ -29,13 +29,14 @@ does the same.
 from __future__ import annotations
 
 from collections import deque
-from typing import Any, TypeVar
+from typing import Any, Callable, TypeVar, cast
 
 from twisted.internet import defer
 from twisted.internet.endpoints import (HostnameEndpoint, UNIXClientEndpoint,
                                         clientFromString)
 from twisted.internet.error import ConnectingCancelledError
-from twisted.internet.interfaces import IAddress, IReactorTime, IStreamClientEndpoint
+from twisted.internet.interfaces import (IAddress, IReactorTime, IStreamClientEndpoint,
+                                         ITCPTransport)
 from twisted.internet.protocol import Factory
 from twisted.protocols.basic import LineOnlyReceiver
 from twisted.python.failure import Failure
@@ -47,6 +48,7 @@ from discosbackend.client.typed import Call, TypedCommands, format_argument
 from discosbackend.commands import VERSION
 from discosbackend.grammar import (INVALID, OK, UNDEFINED_NAME, GrammarException, Message,
                                    parse_line, request, serialize_line)
+from discosbackend.reactor import or_global
 
 __all__ = ["DBClientProtocol", "DBClientFactory", "connect", "client_endpoint",
            "DEFAULT_CONNECT_TIMEOUT"]
@@ -57,15 +59,10 @@ DEFAULT_CONNECT_TIMEOUT = 10.0
 T = TypeVar("T")
 
 
-def default_reactor() -> Any:
-    """The global reactor (imported only when needed)."""
-    from twisted.internet import reactor
-    return reactor
-
-
-def timeout_converter(request_message: Message, timeout: float) -> Any:
+def timeout_converter(request_message: Message,
+                      timeout: float) -> Callable[[T | Failure, float], T | Failure]:
     """An ``onTimeoutCancel`` for ``Deferred.addTimeout``: fail with RequestTimeout."""
-    def convert(result: Any, _timeout: float) -> Any:
+    def convert(result: T | Failure, _timeout: float) -> T | Failure:
         if isinstance(result, Failure):
             return Failure(RequestTimeout(
                 f"{request_message.name}: no reply within {timeout:g} s"))
@@ -81,9 +78,9 @@ class _Pending:
     def __init__(self, request_message: Message) -> None:
         self.request = request_message
         self.abandoned = False
-        self.deferred: defer.Deferred = defer.Deferred(self._cancel)
+        self.deferred: defer.Deferred[Message] = defer.Deferred(self._cancel)
 
-    def _cancel(self, _deferred: defer.Deferred) -> None:
+    def _cancel(self, _deferred: defer.Deferred[Message]) -> None:
         # Keep the place in the queue: the reply still has to be read.
         self.abandoned = True
 
@@ -101,7 +98,7 @@ class _Pending:
             self.deferred.errback(error)
 
 
-def _fire(waiters: list[defer.Deferred], result: Any) -> None:
+def _fire(waiters: list[defer.Deferred[T]], result: T | Exception) -> None:
     for waiter in waiters:
         if not waiter.called:  # a waiter may have been cancelled
             if isinstance(result, Exception):
@@ -136,15 +133,13 @@ class DBClientProtocol(LineOnlyReceiver, TypedCommands):
         self._open = False
         self._closed = False
         self._error: ClientError | None = None
-        self._ready_waiters: list[defer.Deferred] = []
-        self._closed_waiters: list[defer.Deferred] = []
+        self._ready_waiters: list[defer.Deferred[DBClientProtocol]] = []
+        self._closed_waiters: list[defer.Deferred[None]] = []
 
     @property
     def clock(self) -> IReactorTime:
         """The clock that times requests out."""
-        if self._clock is None:
-            self._clock = default_reactor()
-        return self._clock  # type: ignore[return-value]
+        return or_global(self._clock)
 
     @property
     def pending(self) -> int:
@@ -168,7 +163,7 @@ class DBClientProtocol(LineOnlyReceiver, TypedCommands):
             except OSError:  # pragma: no cover - e.g. not a TCP socket after all
                 pass
 
-    def connectionLost(self, reason: Failure = None) -> None:
+    def connectionLost(self, reason: Failure | None = None) -> None:
         self._open = False
         self._closed = True
         error = self._error
@@ -183,7 +178,7 @@ class DBClientProtocol(LineOnlyReceiver, TypedCommands):
         closed, self._closed_waiters = self._closed_waiters, []
         _fire(closed, None)
 
-    def when_ready(self) -> defer.Deferred:
+    def when_ready(self) -> defer.Deferred[DBClientProtocol]:
         """A Deferred that fires with this protocol once the greeting is read.
 
         It fails with :class:`~discosbackend.client.errors.ConnectFailed` (or
@@ -194,19 +189,19 @@ class DBClientProtocol(LineOnlyReceiver, TypedCommands):
             return defer.succeed(self)
         if self._closed:
             return defer.fail(ConnectFailed("connection closed before the greeting"))
-        waiter: defer.Deferred = defer.Deferred()
+        waiter: defer.Deferred[DBClientProtocol] = defer.Deferred()
         self._ready_waiters.append(waiter)
         return waiter
 
-    def when_closed(self) -> defer.Deferred:
+    def when_closed(self) -> defer.Deferred[None]:
         """A Deferred that fires (with ``None``) once the connection is closed."""
         if self._closed:
             return defer.succeed(None)
-        waiter: defer.Deferred = defer.Deferred()
+        waiter: defer.Deferred[None] = defer.Deferred()
         self._closed_waiters.append(waiter)
         return waiter
 
-    def close(self) -> defer.Deferred:
+    def close(self) -> defer.Deferred[None]:
         """Close the connection; fires once it is closed.  Pending requests fail."""
         closed = self.when_closed()
         if self.transport is not None and not self._closed:
@@ -216,7 +211,7 @@ class DBClientProtocol(LineOnlyReceiver, TypedCommands):
     # -- requests -------------------------------------------------------
 
     def request(self, name: str, *arguments: object,
-                timeout: float | None = None) -> defer.Deferred:
+                timeout: float | None = None) -> defer.Deferred[Message]:
         """Send ``?name,arguments...``; the Deferred fires with the ``ok`` reply.
 
         Arguments that are not strings are formatted with
@@ -228,7 +223,8 @@ class DBClientProtocol(LineOnlyReceiver, TypedCommands):
         message = request(name, *(format_argument(argument) for argument in arguments))
         return self.send_request(message, timeout=timeout)
 
-    def send_request(self, message: Message, *, timeout: float | None = None) -> defer.Deferred:
+    def send_request(self, message: Message, *,
+                     timeout: float | None = None) -> defer.Deferred[Message]:
         """Send a request :class:`~discosbackend.grammar.Message`; see :meth:`request`."""
         if not message.is_request():
             raise ValueError(f"not a request: {message}")
@@ -240,6 +236,7 @@ class DBClientProtocol(LineOnlyReceiver, TypedCommands):
             return defer.fail(ConnectionLost(f"{message.name}: {why}"))
         entry = _Pending(message)
         self._pending.append(entry)
+        assert self.transport is not None  # is_open: connectionMade has been called
         self.transport.write(data)
         if timeout is None:
             timeout = self.timeout
@@ -248,7 +245,7 @@ class DBClientProtocol(LineOnlyReceiver, TypedCommands):
                                       onTimeoutCancel=timeout_converter(message, timeout))
         return entry.deferred
 
-    def _perform(self, call: Call[T]) -> defer.Deferred:
+    def _perform(self, call: Call[T]) -> defer.Deferred[T]:
         return self.request(call.name, *call.arguments).addCallback(call.convert)
 
     # -- receiving ------------------------------------------------------
@@ -305,7 +302,7 @@ class DBClientProtocol(LineOnlyReceiver, TypedCommands):
             self.transport.loseConnection()
 
 
-class DBClientFactory(Factory):
+class DBClientFactory(Factory[DBClientProtocol]):
     """Builds :class:`DBClientProtocol` with a default ``timeout`` and ``clock``."""
 
     protocol = DBClientProtocol
@@ -315,7 +312,7 @@ class DBClientFactory(Factory):
         self.timeout = timeout
         self.clock = clock
 
-    def buildProtocol(self, addr: IAddress) -> DBClientProtocol:
+    def buildProtocol(self, addr: IAddress | None) -> DBClientProtocol:
         built = DBClientProtocol(timeout=self.timeout, clock=self.clock)
         built.factory = self
         return built
@@ -329,9 +326,8 @@ def client_endpoint(where: str | Address | IStreamClientEndpoint, reactor: Any =
     sets its own with ``timeout=``).  Raises ``ValueError`` for a bad address.
     """
     if IStreamClientEndpoint.providedBy(where):  # pylint: disable=no-value-for-parameter
-        return where  # type: ignore[return-value]
-    if reactor is None:
-        reactor = default_reactor()
+        return where
+    reactor = or_global(reactor)
     address = parse_address(where) if isinstance(where, str) else where
     if not isinstance(address, Address):
         raise TypeError(f"cannot connect to a {type(where).__name__}")
@@ -339,12 +335,14 @@ def client_endpoint(where: str | Address | IStreamClientEndpoint, reactor: Any =
         return clientFromString(reactor, address.description)
     if address.path is not None:  # pragma: no cover - only built from a description
         return UNIXClientEndpoint(reactor, address.path, timeout=timeout)
+    if address.host is None or address.port is None:
+        raise ValueError(f"cannot connect to {address}: it has no host and port")
     return HostnameEndpoint(reactor, address.host, address.port, timeout=timeout)
 
 
-def greeting_timeout_converter(text: str) -> Any:
+def greeting_timeout_converter(text: str) -> Callable[[T | Failure, float], T | Failure]:
     """An ``onTimeoutCancel`` for a greeting wait: fail with ConnectFailed(``text``)."""
-    def convert(result: Any, _timeout: float) -> Any:
+    def convert(result: T | Failure, _timeout: float) -> T | Failure:
         if isinstance(result, Failure):
             return Failure(ConnectFailed(text))
         return result  # pragma: no cover - a timed-out Deferred always fails
@@ -355,13 +353,15 @@ def drop_connection(failure: Failure, protocol: DBClientProtocol) -> Failure:
     """Abort a connection that will not be used (no greeting, or cancelled)."""
     transport = protocol.transport
     if transport is not None and not getattr(transport, "disconnected", False):
-        transport.abortConnection()
+        # Every transport a client endpoint makes (TCP, Unix, TLS) can abort,
+        # though only ITCPTransport declares it.
+        cast(ITCPTransport, transport).abortConnection()
     return failure
 
 
 def connect(where: str | Address | IStreamClientEndpoint, *, timeout: float | None = None,
             connect_timeout: float | None = DEFAULT_CONNECT_TIMEOUT,
-            reactor: Any = None) -> defer.Deferred:
+            reactor: Any = None) -> defer.Deferred[DBClientProtocol]:
     """Connect to a backend; the Deferred fires with the protocol after the greeting.
 
     ``where`` is ``HOST:PORT``, a Twisted endpoint string (``tcp:...``,
@@ -372,19 +372,19 @@ def connect(where: str | Address | IStreamClientEndpoint, *, timeout: float | No
     cannot be made or no proper greeting comes; cancelling it fails it with
     ``CancelledError`` (or ``ConnectingCancelledError``).
     """
-    if reactor is None:
-        reactor = default_reactor()
+    reactor = or_global(reactor)
     endpoint = client_endpoint(where, reactor,
                                connect_timeout if connect_timeout else DEFAULT_CONNECT_TIMEOUT)
     factory = DBClientFactory(timeout=timeout, clock=reactor)
-    connecting = endpoint.connect(factory)
+    # The endpoint fires with what the factory built: a DBClientProtocol.
+    connecting = cast("defer.Deferred[DBClientProtocol]", endpoint.connect(factory))
 
     def cannot_connect(failure: Failure) -> Failure:
         if failure.check(defer.CancelledError, ConnectingCancelledError):
             return failure
         return Failure(ConnectFailed(f"cannot connect to {where}: {failure.getErrorMessage()}"))
 
-    def connected(protocol: DBClientProtocol) -> defer.Deferred:
+    def connected(protocol: DBClientProtocol) -> defer.Deferred[DBClientProtocol]:
         ready = protocol.when_ready()
         if connect_timeout:
             late = greeting_timeout_converter(
@@ -392,5 +392,4 @@ def connect(where: str | Address | IStreamClientEndpoint, *, timeout: float | No
             ready.addTimeout(connect_timeout, reactor, onTimeoutCancel=late)
         return ready.addErrback(drop_connection, protocol)
 
-    connecting.addCallbacks(connected, cannot_connect)
-    return connecting
+    return connecting.addCallbacks(connected, cannot_connect)

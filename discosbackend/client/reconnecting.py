@@ -25,18 +25,18 @@ from typing import Any, Callable, TypeVar
 
 from twisted.application.internet import ClientService, backoffPolicy
 from twisted.internet import defer
-from twisted.internet.interfaces import IAddress, IStreamClientEndpoint
+from twisted.internet.interfaces import IAddress, IReactorTime, IStreamClientEndpoint
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from discosbackend.client.address import Address
 from discosbackend.client.errors import ConnectionLost
 from discosbackend.client.protocol import (DEFAULT_CONNECT_TIMEOUT, DBClientFactory,
-                                           DBClientProtocol, client_endpoint, default_reactor,
-                                           drop_connection, greeting_timeout_converter,
-                                           timeout_converter)
+                                           DBClientProtocol, client_endpoint, drop_connection,
+                                           greeting_timeout_converter, timeout_converter)
 from discosbackend.client.typed import Call, TypedCommands, format_argument
 from discosbackend.grammar import Message, request
+from discosbackend.reactor import or_global
 
 __all__ = ["ReconnectingClient"]
 
@@ -47,11 +47,11 @@ _log = Logger()
 class _WatchingFactory(DBClientFactory):
     """Tells the client about each protocol it builds."""
 
-    def __init__(self, watch: Callable[[DBClientProtocol], None], clock: Any) -> None:
+    def __init__(self, watch: Callable[[DBClientProtocol], None], clock: IReactorTime) -> None:
         super().__init__(clock=clock)
         self._watch = watch
 
-    def buildProtocol(self, addr: IAddress) -> DBClientProtocol:
+    def buildProtocol(self, addr: IAddress | None) -> DBClientProtocol:
         built = super().buildProtocol(addr)
         self._watch(built)
         return built
@@ -74,7 +74,7 @@ class ReconnectingClient(TypedCommands):
                  jitter: Callable[[], float] | None = None,
                  connect_timeout: float | None = DEFAULT_CONNECT_TIMEOUT,
                  reactor: Any = None) -> None:
-        self._reactor = reactor if reactor is not None else default_reactor()
+        self._reactor = or_global(reactor)
         self.where = where
         self.timeout = timeout
         self.wait = wait
@@ -83,7 +83,7 @@ class ReconnectingClient(TypedCommands):
         self.connections = 0
         self._protocol: DBClientProtocol | None = None
         self._stopping = False
-        self._waiting: list[defer.Deferred] = []
+        self._waiting: list[defer.Deferred[DBClientProtocol]] = []
         policy = (backoffPolicy(initial_delay, max_delay, factor) if jitter is None
                   else backoffPolicy(initial_delay, max_delay, factor, jitter=jitter))
         endpoint = client_endpoint(where, self._reactor,
@@ -109,7 +109,7 @@ class ReconnectingClient(TypedCommands):
         self._stopping = False
         self._service.startService()
 
-    def close(self) -> defer.Deferred:
+    def close(self) -> defer.Deferred[None]:
         """Disconnect and stop reconnecting; fires when the connection is closed.
 
         Requests waiting for a connection fail with ``ConnectionLost``.
@@ -120,7 +120,7 @@ class ReconnectingClient(TypedCommands):
             waiter.errback(ConnectionLost(f"the client of {self.where} was closed"))
         return self._service.stopService()
 
-    def when_connected(self) -> defer.Deferred:
+    def when_connected(self) -> defer.Deferred[DBClientProtocol]:
         """Fires with the connected :class:`DBClientProtocol` (greeting read).
 
         That is the current connection if it is open, else the next one.
@@ -130,7 +130,7 @@ class ReconnectingClient(TypedCommands):
             return defer.succeed(protocol)
         if self._stopping:
             return defer.fail(ConnectionLost(f"the client of {self.where} is closed"))
-        waiter: defer.Deferred = defer.Deferred(self._waiting.remove)
+        waiter: defer.Deferred[DBClientProtocol] = defer.Deferred(self._waiting.remove)
         self._waiting.append(waiter)
         return waiter
 
@@ -166,7 +166,7 @@ class ReconnectingClient(TypedCommands):
     # -- requests -------------------------------------------------------
 
     def request(self, name: str, *arguments: object,
-                timeout: float | None = None) -> defer.Deferred:
+                timeout: float | None = None) -> defer.Deferred[Message]:
         """Send ``?name,arguments...``; fires with the ``ok`` reply message.
 
         Like :meth:`DBClientProtocol.request`, plus the waiting for a
@@ -175,18 +175,20 @@ class ReconnectingClient(TypedCommands):
         message = request(name, *(format_argument(argument) for argument in arguments))
         return self.send_request(message, timeout=timeout)
 
-    def send_request(self, message: Message, *, timeout: float | None = None) -> defer.Deferred:
+    def send_request(self, message: Message, *,
+                     timeout: float | None = None) -> defer.Deferred[Message]:
         """Send a request :class:`~discosbackend.grammar.Message`; see :meth:`request`."""
         if not message.is_request():
             raise ValueError(f"not a request: {message}")
         protocol = self._protocol
+        sent: defer.Deferred[Message]
         if protocol is not None and protocol.is_open:
             sent = protocol.send_request(message)
         elif not self.wait or self._stopping:
             return defer.fail(ConnectionLost(f"{message.name}: not connected to {self.where}"))
         else:
-            sent = self.when_connected()
-            sent.addCallback(lambda connected: connected.send_request(message))
+            sent = self.when_connected().addCallback(
+                lambda connected: connected.send_request(message))
         if timeout is None:
             timeout = self.timeout
         if timeout is not None:
@@ -194,5 +196,5 @@ class ReconnectingClient(TypedCommands):
                             onTimeoutCancel=timeout_converter(message, timeout))
         return sent
 
-    def _perform(self, call: Call[T]) -> defer.Deferred:
+    def _perform(self, call: Call[T]) -> defer.Deferred[T]:
         return self.request(call.name, *call.arguments).addCallback(call.convert)

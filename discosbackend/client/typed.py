@@ -18,7 +18,7 @@ from datetime import datetime
 from decimal import Decimal
 from fractions import Fraction
 from numbers import Integral, Real
-from typing import Any, Callable, Generic, NamedTuple, TypeVar
+from typing import Any, Callable, Generic, NamedTuple, TypeAlias, TypeVar
 
 from astropy.time import Time
 
@@ -35,7 +35,7 @@ T = TypeVar("T")
 
 #: What the helpers accept as a time: astropy ``Time``, an aware or UTC
 #: ``datetime``, or Unix seconds (int, float, Decimal, Fraction).
-Timestamp = Time | datetime | float | int | Decimal | Fraction
+Timestamp: TypeAlias = Time | datetime | float | int | Decimal | Fraction
 
 
 class Status(NamedTuple):

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import sys
 import unittest
-from typing import Any, Collection
+from typing import Any, Collection, TypeVar
 
 from twisted.internet import defer
 from twisted.python.failure import Failure
@@ -33,11 +33,14 @@ from twisted.trial.unittest import SynchronousTestCase
 from discosbackend import server
 from discosbackend.client.address import Address, parse_address
 from discosbackend.handlers import DBProtocolHandler, Handler
+from discosbackend.reactor import global_reactor
 from discosbackend.testing.checks import CHECKS, Check, check_named
 from discosbackend.testing.runner import READ_ONLY_REASON, run_check
 from discosbackend.testing.session import Settings
 
 __all__ = ["BackendTestCase", "wait_for"]
+
+T = TypeVar("T")
 
 LOOPBACK = "127.0.0.1"
 _NOTHING_TO_TEST = ("no backend to test: subclass BackendTestCase and override make_backend() "
@@ -50,7 +53,7 @@ def _in_reactor_greenlet() -> bool:
     return greenlets is not None and greenlets.getcurrent().parent is not None
 
 
-def wait_for(deferred: defer.Deferred) -> Any:
+def wait_for(deferred: defer.Deferred[T]) -> T:
     """Block until ``deferred`` fires; return its result or raise its exception.
 
     Spins the reactor until then, as trial does; when pytest-twisted
@@ -58,8 +61,8 @@ def wait_for(deferred: defer.Deferred) -> Any:
     ``pytest_twisted.blockon`` instead.  Raises ``RuntimeError`` when
     called from code the running reactor itself runs.
     """
-    from twisted.internet import reactor
-    results: list[Any] = []
+    reactor = global_reactor()
+    results: list[T | Failure] = []
     deferred.addBoth(results.append)
     if not results and reactor.running:
         plugin = sys.modules.get("pytest_twisted")
@@ -100,7 +103,9 @@ class BackendTestCase(SynchronousTestCase):
     #: pytest: collect subclasses, not this class (``__init_subclass__`` sets it again).
     __test__ = False
     #: A check's ``CheckFailed`` is an ``AssertionError``: report it as a failure.
-    failureException = AssertionError
+    # trial infers type[FailTest] from its own default; unittest declares
+    # type[BaseException], and any exception class is meant to work here.
+    failureException = AssertionError  # type: ignore[assignment]
 
     #: ``("host", port)`` or ``"HOST:PORT"`` of a running server to test instead
     #: of serving :meth:`make_backend`.

@@ -24,7 +24,7 @@ from __future__ import annotations
 import functools
 import re
 from dataclasses import dataclass
-from typing import Awaitable, Callable
+from typing import Any, Callable, Coroutine
 
 from twisted.internet import defer, task
 
@@ -49,7 +49,7 @@ _UNCONFIGURED = "unconfigured"
 _TIMESTAMP_RE = re.compile(r"[0-9]+\.[0-9]{7}")
 _CR_LF = b"\r\n"
 
-Body = Callable[[Session], Awaitable[None]]
+Body = Callable[[Session], Coroutine[Any, Any, None]]
 
 
 @dataclass(frozen=True)
@@ -61,9 +61,9 @@ class Check:
     changes_state: bool
     body: Body
 
-    def run(self, session: Session) -> defer.Deferred:
+    def run(self, session: Session) -> defer.Deferred[None]:
         """Run the check on ``session``; fails with ``CheckFailed`` if the server misbehaves."""
-        return defer.Deferred.fromCoroutine(self.body(session))  # type: ignore[arg-type]
+        return defer.Deferred.fromCoroutine(self.body(session))
 
 
 _DECLARED: list[Check] = []

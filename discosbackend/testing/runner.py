@@ -14,6 +14,7 @@ from typing import Any, Callable, Iterable
 from twisted.internet import defer
 
 from discosbackend.client.address import Address
+from discosbackend.reactor import or_global
 from discosbackend.testing.checks import CHECK_NAMES, CHECKS, Check, check_named
 from discosbackend.testing.session import CannotConnect, CheckFailed, Settings, connect
 
@@ -56,8 +57,9 @@ def select_checks(only: Iterable[str] = (), skip: Iterable[str] = (),
     checks to report as skipped; ``read_only`` skips the state-changing
     ones.  Raises ``ValueError`` naming any unknown check.
     """
-    only_names, skip_names = set(), set()
-    unknown = []
+    only_names: set[str] = set()
+    skip_names: set[str] = set()
+    unknown: list[str] = []
     for names, into in ((only, only_names), (skip, skip_names)):
         for name in names:
             try:
@@ -81,7 +83,7 @@ def select_checks(only: Iterable[str] = (), skip: Iterable[str] = (),
 
 
 def run_check(check: Check, where: Where, settings: Settings | None = None,
-              reactor: Any = None) -> defer.Deferred:
+              reactor: Any = None) -> defer.Deferred[None]:
     """Connect, run ``check``, disconnect; fails with ``CheckFailed`` when the server is at fault.
 
     Fails with ``CannotConnect`` if the server cannot be reached.
@@ -102,16 +104,14 @@ async def _run_check(check: Check, where: Where, settings: Settings | None,
 def run_checks(where: Where, *, settings: Settings | None = None,
                checks: list[tuple[Check, str | None]] | None = None,
                progress: Callable[[Result], None] | None = None,
-               reactor: Any = None) -> defer.Deferred:
+               reactor: Any = None) -> defer.Deferred[list[Result]]:
     """Run ``checks`` (from :func:`select_checks`; default all) one after the other.
 
     Fires with the list of :class:`Result`; ``progress`` is called with each
     as it comes.  Fails with ``CannotConnect`` if the server cannot be
     reached for the first check that runs; later, that is a failed check.
     """
-    if reactor is None:
-        from twisted.internet import reactor as default_reactor
-        reactor = default_reactor
+    reactor = or_global(reactor)
     return defer.Deferred.fromCoroutine(_run_checks(
         where, settings, select_checks() if checks is None else checks, progress, reactor))
 
@@ -119,7 +119,7 @@ def run_checks(where: Where, *, settings: Settings | None = None,
 async def _run_checks(where: Where, settings: Settings | None,
                       checks: list[tuple[Check, str | None]],
                       progress: Callable[[Result], None] | None, reactor: Any) -> list[Result]:
-    results = []
+    results: list[Result] = []
     reached = False
     for check, reason in checks:
         started = reactor.seconds()

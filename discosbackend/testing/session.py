@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any, Sequence, cast
 
 import socket
 
@@ -32,6 +32,7 @@ from discosbackend.client.protocol import client_endpoint
 from discosbackend.commands import COMMANDS
 from discosbackend.grammar import (ENCODING, ENCODING_ERRORS, GrammarException, Message,
                                    parse_message, request, serialize_line)
+from discosbackend.reactor import or_global
 
 __all__ = ["Settings", "Session", "Answer", "CheckFailed", "CannotConnect",
            "StateChangeRefused", "connect", "show", "show_lines", "DEFAULT_TIMEOUT",
@@ -152,8 +153,8 @@ class _LineProtocol(Protocol):
     def __init__(self) -> None:
         self._buffer = b""
         self._lines: deque[bytes] = deque()
-        self._waiters: deque[defer.Deferred] = deque()
-        self._closed_waiters: list[defer.Deferred] = []
+        self._waiters: deque[defer.Deferred[bytes]] = deque()
+        self._closed_waiters: list[defer.Deferred[None]] = []
         self.lost: str | None = None
 
     def dataReceived(self, data: bytes) -> None:
@@ -169,7 +170,7 @@ class _LineProtocol(Protocol):
             buffer = b""
         self._buffer = buffer
 
-    def connectionLost(self, reason: Failure = None) -> None:
+    def connectionLost(self, reason: Failure | None = None) -> None:
         if self._buffer:  # an unterminated last line: show it for what it is
             self._deliver(self._buffer)
             self._buffer = b""
@@ -178,8 +179,8 @@ class _LineProtocol(Protocol):
         for waiter in waiters:
             waiter.errback(ConnectionError(self.lost))
         closed, self._closed_waiters = self._closed_waiters, []
-        for waiter in closed:
-            waiter.callback(None)
+        for closed_waiter in closed:
+            closed_waiter.callback(None)
 
     def _deliver(self, line: bytes) -> None:
         if self._waiters:
@@ -187,22 +188,23 @@ class _LineProtocol(Protocol):
         else:
             self._lines.append(line)
 
-    def next_line(self) -> defer.Deferred:
+    def next_line(self) -> defer.Deferred[bytes]:
         """The next line from the server; fails with ``ConnectionError`` once closed."""
         if self._lines:
             return defer.succeed(self._lines.popleft())
         if self.lost is not None:
             return defer.fail(ConnectionError(self.lost))
-        waiter: defer.Deferred = defer.Deferred(self._waiters.remove)
+        waiter: defer.Deferred[bytes] = defer.Deferred(self._waiters.remove)
         self._waiters.append(waiter)
         return waiter
 
-    def close(self) -> defer.Deferred:
+    def close(self) -> defer.Deferred[None]:
         """Close the connection; fires once it is closed."""
         if self.lost is not None:
             return defer.succeed(None)
-        waiter: defer.Deferred = defer.Deferred()
+        waiter: defer.Deferred[None] = defer.Deferred()
         self._closed_waiters.append(waiter)
+        assert self.transport is not None  # only connected protocols reach a Session
         self.transport.loseConnection()
         return waiter
 
@@ -225,7 +227,7 @@ class Session:
         self.greeting: bytes | None = None
         self.allow_state_changes = True
 
-    def _read(self, sent: bytes, timeout: float) -> defer.Deferred:
+    def _read(self, sent: bytes, timeout: float) -> defer.Deferred[bytes]:
         line = self._protocol.next_line()
 
         def converted(failure: Failure) -> Failure:
@@ -249,7 +251,7 @@ class Session:
             raise StateChangeRefused(
                 f"{message.name} changes the backend's state but the check is read-only")
 
-    def exchange(self, line: bytes | str) -> defer.Deferred:
+    def exchange(self, line: bytes | str) -> defer.Deferred[bytes]:
         """Send one raw line (CR LF added unless it ends in LF); fires with the raw reply line.
 
         The reply keeps its terminator.  No reply within the timeout, or a
@@ -257,7 +259,7 @@ class Session:
         """
         return self.exchange_all([line]).addCallback(lambda replies: replies[0])
 
-    def exchange_all(self, lines: Sequence[bytes | str]) -> defer.Deferred:
+    def exchange_all(self, lines: Sequence[bytes | str]) -> defer.Deferred[list[bytes]]:
         """Send several raw lines in one write; fires with one raw reply line per line."""
         return defer.Deferred.fromCoroutine(self._exchange_all(lines))
 
@@ -266,13 +268,14 @@ class Session:
         for line in data:
             self._guard(line)
         if self._protocol.lost is None:
+            assert self._protocol.transport is not None  # connected, not yet lost
             self._protocol.transport.write(b"".join(data))
-        replies = []
+        replies: list[bytes] = []
         for line in data:
             replies.append(await self._read(line, self.settings.timeout))
         return replies
 
-    def request(self, name: str, *arguments: str) -> defer.Deferred:
+    def request(self, name: str, *arguments: str) -> defer.Deferred[Answer]:
         """Send ``?name,arguments...``; fires with the :class:`Answer`, whatever its code.
 
         A reply that does not parse, is not a reply, or names another
@@ -293,7 +296,7 @@ class Session:
             raise CheckFailed(show(sent), show(raw), expected)
         return Answer(sent, raw, message)
 
-    def close(self) -> defer.Deferred:
+    def close(self) -> defer.Deferred[None]:
         """Close the connection; fires once it is closed."""
         return self._protocol.close()
 
@@ -309,7 +312,7 @@ def _where(host: str | tuple[str, int] | Address, port: int | None) -> Address:
 
 
 def connect(host: str | tuple[str, int] | Address, port: int | None = None, *,
-            settings: Settings | None = None, reactor: Any = None) -> defer.Deferred:
+            settings: Settings | None = None, reactor: Any = None) -> defer.Deferred[Session]:
     """Connect to the server and read its greeting; fires with a :class:`Session`.
 
     ``host`` is a host name with ``port``, or alone a ``HOST:PORT`` (or
@@ -317,9 +320,7 @@ def connect(host: str | tuple[str, int] | Address, port: int | None = None, *,
     with :class:`CannotConnect` if the server cannot be reached; a missing
     greeting is not an error (``session.greeting`` is then ``None``).
     """
-    if reactor is None:
-        from twisted.internet import reactor as default_reactor
-        reactor = default_reactor
+    reactor = or_global(reactor)
     settings = settings if settings is not None else Settings()
     return defer.Deferred.fromCoroutine(
         _connect(_where(host, port), settings, reactor))
@@ -347,7 +348,9 @@ def _endpoint(address: Address, reactor: Any, timeout: float) -> IStreamClientEn
 
 async def _connect(address: Address, settings: Settings, reactor: Any) -> Session:
     endpoint = _endpoint(address, reactor, settings.timeout)
-    connecting = endpoint.connect(Factory.forProtocol(_LineProtocol))
+    # The endpoint fires with what the factory built: a _LineProtocol.
+    connecting = cast("defer.Deferred[_LineProtocol]",
+                      endpoint.connect(Factory.forProtocol(_LineProtocol)))
 
     def cannot(failure: Failure) -> Failure:
         return Failure(CannotConnect(f"cannot connect to {address}: "

@@ -26,6 +26,7 @@ from twisted.logger import Logger
 from discosbackend import timediscos
 from discosbackend.commands import UNCHANGED
 from discosbackend.errors import BackendError, NotSupportedError
+from discosbackend.reactor import global_reactor
 
 __all__ = ["Backend", "UNCHANGED", "BackendError"]
 
@@ -69,9 +70,8 @@ class Backend:
     def clock(self) -> IReactorTime:
         """The clock that times this backend (the reactor unless injected)."""
         if self._clock is None:
-            from twisted.internet import reactor
-            self._clock = reactor  # type: ignore[assignment]
-        return self._clock  # type: ignore[return-value]
+            self._clock = global_reactor()  # looked up once, on first use
+        return self._clock
 
     @property
     def acquiring(self) -> bool:
@@ -107,7 +107,7 @@ class Backend:
 
     def time(self) -> float | Time:
         """``time``: the backend's clock, unix seconds or an astropy ``Time``."""
-        return (self._clock or self.clock).seconds()
+        return self.clock.seconds()
 
     def get_configuration(self) -> str:
         """``get-configuration``: the configuration id (``unconfigured`` before one)."""

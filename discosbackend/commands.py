@@ -12,22 +12,18 @@ Backends add their own commands with the :func:`command` decorator.
 from __future__ import annotations
 
 import math
-from operator import call
 import re
+from operator import call
 from dataclasses import dataclass, field
-from decimal import Decimal
-from fractions import Fraction
 from typing import Any, Callable, Iterable, Sequence, TypeVar
 
-from astropy.time import Time
-
 from discosbackend import timediscos
-from discosbackend.errors import ArgumentError
+from discosbackend.errors import ArgumentError, ReplyShapeError
 from discosbackend.grammar import (ENCODING, ENCODING_ERRORS, EOL, OK, REPLY, SEPARATOR,
                                    is_valid_name, ok_line)
 
 __all__ = [
-    "ArgumentError", "Kind", "Shortcut", "Argument", "ReplyValue", "Command", "command",
+    "ArgumentError", "ReplyShapeError", "Kind", "Argument", "ReplyValue", "Command", "command",
     "INTEGER", "NON_NEGATIVE_INTEGER", "FLOAT", "TEXT", "WORD", "BOOLEAN",
     "TIMESTAMP", "UNCHANGED", "COMMANDS", "VERSION", "commands_of", "reason_text",
 ]
@@ -40,6 +36,7 @@ VERSION = "version"
 _INTEGER_RE = re.compile(r"-?[0-9]+")
 _FLOAT_RE = re.compile(r"[-+]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][-+]?[0-9]+)?")
 _REASON_LIMIT = 200
+T = TypeVar("T")
 
 
 def reason_text(text: str) -> str:
@@ -57,31 +54,24 @@ def reason_text(text: str) -> str:
 
 
 @dataclass(frozen=True)
-class Shortcut:
-    """How a kind's usual values are written with one ``%`` operation.
-
-    A value of exactly type ``type`` written with the printf-style
-    ``conversion`` (``"%.7f"``, ``"%r"``, ...) gives the text
-    :attr:`Kind.format` would give, whenever that text fully matches
-    ``pattern``, a regular expression admitting only wire-safe text (no
-    comma, backslash or control character).  Anything else takes the
-    kind's ``format``.
-    """
-
-    type: type
-    conversion: str
-    pattern: str
-
-
-@dataclass(frozen=True)
 class Kind:
-    """A type of value on the wire: how to parse it and how to write it."""
+    """A type of value on the wire: how to parse it and how to write it.
+
+    ``format`` writes any value a backend may give, or raises ``ValueError``.
+    A value of exactly the ``native`` type is written by the printf
+    ``conversion`` as well, giving the same text: that is how a command
+    writes a whole reply line in one ``%`` operation.  ``wire`` is a regular
+    expression of the texts written that way that are valid and need no
+    escape; for anything else the command falls back to ``format``.
+    """
 
     name: str
     expectation: str
     parse: Callable[[str], Any]
     format: Callable[[Any], str]
-    shortcut: Shortcut | None = None
+    native: type | None = None
+    conversion: str = "%s"
+    wire: str = ""
 
 
 def _parse_integer(text: str) -> int:
@@ -166,32 +156,24 @@ def _format_boolean(value: Any) -> str:
     raise ValueError(value)
 
 
-def _format_timestamp(value: Any) -> str:
-    if not isinstance(value, (int, float, Decimal, Fraction, Time)):
-        raise ValueError(value)
-    return timediscos.format_reply_timestamp(value)
+# What a text may hold to go on the wire as it is: no comma, backslash,
+# control character (TAB included) or lone surrogate.
+_PLAIN_TEXT = r"[^,\\\x00-\x1f\x7f\ud800-\udfff]+"
 
-
-# What a shortcut may write: wire-safe text (no comma, backslash, control
-# character or surrogate), and for a word no whitespace either.
-_SAFE_TEXT = r"[^,\\\x00-\x1f\x7f\ud800-\udfff]+"
-_SAFE_WORD = r"[^\s,\\\x00-\x1f\x7f\ud800-\udfff]+"
-_INTEGER_SHORTCUT = Shortcut(int, "%d", r"-?[0-9]+")
-
-INTEGER = Kind("integer", "an integer", _parse_integer, _format_integer, _INTEGER_SHORTCUT)
+INTEGER = Kind("integer", "an integer", _parse_integer, _format_integer,
+               int, "%d", r"-?[0-9]+")
 NON_NEGATIVE_INTEGER = Kind("unsigned", "an integer >= 0", _parse_non_negative,
-                            _format_integer, _INTEGER_SHORTCUT)
+                            _format_integer, int, "%d", r"-?[0-9]+")
 FLOAT = Kind("float", "a finite number", _parse_float, _format_float,
-             Shortcut(float, "%r", r"-?[0-9]+(?:\.[0-9]+)?(?:e[-+][0-9]+)?"))
-TEXT = Kind("text", "a non-empty text", _parse_text, _format_text,
-            Shortcut(str, "%s", _SAFE_TEXT))
-WORD = Kind("word", "one word", _parse_word, _format_word, Shortcut(str, "%s", _SAFE_WORD))
-BOOLEAN = Kind("boolean", "1 or 0", _parse_boolean, _format_boolean,
-               Shortcut(bool, "%d", "[01]"))
+             float, "%r", r"-?[0-9]+(?:\.[0-9]+)?(?:e[-+][0-9]+)?")  # no nan, no inf
+TEXT = Kind("text", "a non-empty text", _parse_text, _format_text, str, "%s", _PLAIN_TEXT)
+WORD = Kind("word", "one word", _parse_word, _format_word,
+            str, "%s", r"[^\s,\\\x00-\x1f\x7f\ud800-\udfff]+")
+BOOLEAN = Kind("boolean", "1 or 0", _parse_boolean, _format_boolean, bool, "%d", "[01]")
 TIMESTAMP = Kind("timestamp",
                  "ACS 100 ns ticks (integer) or unix seconds (with a decimal point)",
-                 timediscos.parse_request_timestamp, _format_timestamp,
-                 Shortcut(float, "%.7f", r"[0-9]+\.[0-9]{7}"))
+                 timediscos.parse_request_timestamp, timediscos.format_reply_timestamp,
+                 float, "%.7f", r"[0-9]+\.[0-9]{7}")  # not negative, and not -0.0
 
 
 @dataclass(frozen=True)
@@ -254,36 +236,33 @@ class Command:
 
     #: How many arguments a request must carry at least.
     required: int = field(init=False, repr=False, compare=False)
-    # Derived from the declaration once (see __post_init__).
-    _fixed_count: int = field(init=False, repr=False, compare=False)
-    _formatters: tuple[Callable[[Any], str], ...] = field(init=False, repr=False,
-                                                          compare=False)
+    # How each reply value is written, and whether the last one repeats.
+    _formats: tuple[Callable[[Any], str], ...] = field(init=False, repr=False, compare=False)
+    _repeated: bool = field(init=False, repr=False, compare=False)
+    # The whole reply line in one % operation (see Kind), when it has a
+    # fixed number of values: the template, the values' types it takes, and
+    # the check of the line it gives.
     _template: str | None = field(init=False, repr=False, compare=False)
-    _template_types: tuple[type, ...] = field(init=False, repr=False, compare=False)
-    _template_check: Callable[[str], Any] = field(init=False, repr=False, compare=False)
+    _natives: tuple[type | None, ...] = field(init=False, repr=False, compare=False)
+    _wire_line: Callable[[str], object] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        derived = object.__setattr__
-        derived(self, "required", sum(1 for argument in self.arguments if not argument.optional))
-        repeated = bool(self.reply) and self.reply[-1].repeated
-        # How many values the reply has, or -1 if it has one per section.
-        derived(self, "_fixed_count", -1 if repeated else len(self.reply))
-        derived(self, "_formatters", tuple(value.kind.format for value in self.reply))
-        shortcuts = [value.kind.shortcut for value in self.reply]
-        if not shortcuts or repeated or None in shortcuts or not is_valid_name(self.name):
-            derived(self, "_template", None)
+        # Derived from the declaration once; the dataclass is frozen.
+        derive = object.__setattr__
+        derive(self, "required", sum(1 for argument in self.arguments if not argument.optional))
+        derive(self, "_formats", tuple(value.kind.format for value in self.reply))
+        derive(self, "_repeated", bool(self.reply) and self.reply[-1].repeated)
+        kinds = [value.kind for value in self.reply]
+        derive(self, "_natives", tuple(kind.native for kind in kinds))
+        if not kinds or self._repeated or None in self._natives or not is_valid_name(self.name):
+            derive(self, "_template", None)
             return
-        # The whole reply line in one % operation, checked by one regex.
         head = f"{REPLY}{self.name}{SEPARATOR}{OK}"
-        fields = "".join(SEPARATOR + shortcut.conversion
-                         for shortcut in shortcuts)  # type: ignore[union-attr]
-        patterns = "".join(f"{SEPARATOR}(?:{shortcut.pattern})"
-                           for shortcut in shortcuts)  # type: ignore[union-attr]
-        derived(self, "_template", head + fields + EOL)
-        derived(self, "_template_types",
-                tuple(shortcut.type for shortcut in shortcuts))  # type: ignore[union-attr]
-        derived(self, "_template_check",
-                re.compile(re.escape(head) + patterns + re.escape(EOL)).fullmatch)
+        derive(self, "_template",
+               head + "".join(SEPARATOR + kind.conversion for kind in kinds) + EOL)
+        derive(self, "_wire_line", re.compile(
+            re.escape(head) + "".join(f"{SEPARATOR}(?:{kind.wire})" for kind in kinds)
+            + re.escape(EOL)).fullmatch)
 
     def parse_arguments(self, texts: Sequence[str]) -> list[Any]:
         """Check the count and kinds of a request's arguments; return values.
@@ -291,6 +270,8 @@ class Command:
         Optional arguments left off are filled in with their default when
         they have one.  Raises :class:`ArgumentError` with the reason.
         """
+        if not texts and not self.arguments:
+            return []
         if not texts and not self.required:
             values: list[Any] = []
         else:
@@ -317,53 +298,50 @@ class Command:
         """Turn a backend method's return value into the ``ok`` reply's values.
 
         ``None`` means no values; a list or tuple holds the values; anything
-        else is one value.  Raises :class:`ArgumentError` when the result
+        else is one value.  Raises :class:`ReplyShapeError` when the result
         does not have the declared shape.
         """
-        if result.__class__ is tuple and len(result) == self._fixed_count:
-            formatters, values = self._formatters, result  # the usual case
+        if isinstance(result, (tuple, list)):
+            values: Sequence[Any] = result
         else:
-            formatters, values = self._fit(result)
+            values = () if result is None else (result,)
+        formats: Sequence[Callable[[Any], str]] = self._formats
+        if len(values) != len(formats):
+            if not formats:
+                return []  # the command has nothing to report: ignore what came
+            formats = self._stretched(formats, len(values), result)
         try:
-            return list(map(call, formatters, values))
+            return list(map(call, formats, values))
         except (ValueError, TypeError, ArithmeticError) as error:
-            raise ArgumentError(
-                f"backend returned a bad value for {self.name}: {error!s}") from None
+            raise ReplyShapeError(
+                f"backend returned a bad value for {self.name}: {error!s}", result) from None
 
     def reply_line(self, result: Any) -> bytes:
-        """The wire bytes of the ``ok`` reply carrying a backend method's ``result``.
+        """The wire bytes (CR LF included) of the ``ok`` reply carrying ``result``.
 
-        The same as ``serialize_line(ok(name, *format_reply(result)))``;
-        results of the usual types take a shortcut.
+        That is ``ok_line(name, format_reply(result))``, written in one ``%``
+        operation when every value has its kind's native type and the line
+        needs no escape (the usual case: ``status`` with a float, a word and
+        a bool).
         """
-        template = self._template
-        if template is not None:
+        if self._template is not None:
             values = result if result.__class__ is tuple else (result,)
-            if tuple(map(type, values)) == self._template_types:
-                line = template % values
-                if self._template_check(line):
+            if tuple(map(type, values)) == self._natives:
+                line = self._template % values
+                if self._wire_line(line):
                     return line.encode(ENCODING, ENCODING_ERRORS)
         return ok_line(self.name, self.format_reply(result))
 
-    def _fit(self, result: Any) -> tuple[Sequence[Callable[[Any], str]], Sequence[Any]]:
-        """The formatters for each value of ``result``, and the values."""
-        if result is None:
-            values: Sequence[Any] = ()
-        elif isinstance(result, (list, tuple)):
-            values = result
-        else:
-            values = (result,)
-        formatters = self._formatters
-        if not self.reply:
-            return (), ()  # the command has nothing to report: ignore extras
-        if self.reply[-1].repeated:
-            fixed = len(formatters) - 1
-            if len(values) < fixed:
-                raise ArgumentError(self._shape_error(len(values)))
-            return formatters[:fixed] + formatters[fixed:] * (len(values) - fixed), values
-        if len(values) != len(formatters):
-            raise ArgumentError(self._shape_error(len(values)))
-        return formatters, values
+    def _stretched(self, items: Sequence[T], count: int, result: Any = None) -> Sequence[T]:
+        """``items``, one per declared reply value, fitted to a reply of ``count`` values.
+
+        The last item repeats when the last value does (one per section);
+        raises :class:`ReplyShapeError` (with ``result``) when no fit exists.
+        """
+        fixed = len(items) - 1 if self._repeated else len(items)
+        if count == len(items) or self._repeated and count >= fixed:
+            return tuple(items[:fixed]) + tuple(items[fixed:]) * (count - fixed)
+        raise ReplyShapeError(self._shape_error(count), result)
 
     def _shape_error(self, count: int) -> str:
         return (f"backend returned {count} values for {self.name}: expected "
@@ -371,15 +349,14 @@ class Command:
                            for value in self.reply))
 
     def parse_reply(self, texts: Sequence[str]) -> list[Any]:
-        """Parse an ``ok`` reply's values (the client side of the same shape)."""
-        if self.reply and self.reply[-1].repeated:
-            kinds = [value.kind for value in self.reply[:-1]]
-            kinds += [self.reply[-1].kind] * (len(texts) - len(kinds))
-        else:
-            kinds = [value.kind for value in self.reply]
-        if len(kinds) != len(texts):
-            raise ArgumentError(self._shape_error(len(texts)).replace("backend returned",
-                                                                      "reply has"))
+        """Parse an ``ok`` reply's values (the client side of the same shape).
+
+        Raises :class:`ArgumentError` when the reply does not fit.
+        """
+        try:
+            kinds = self._stretched([value.kind for value in self.reply], len(texts))
+        except ReplyShapeError as error:
+            raise ArgumentError(str(error).replace("backend returned", "reply has")) from None
         try:
             return [kind.parse(text) for kind, text in zip(kinds, texts)]
         except ValueError as error:

@@ -3,13 +3,17 @@
 Raise :class:`HandlerException` (or a subclass) from a backend method to
 refuse a request: the client gets ``!name,fail,<message>``.  Anything else a
 backend raises is a bug: the client gets a short ``fail`` and the traceback
-goes to the log.
+goes to the log.  Each error says whose fault it is: the client's request
+(:class:`ArgumentError`, :class:`InvalidRequest`) or the backend's answer
+(:class:`ReplyShapeError`).
 """
+
+from typing import Any
 
 from discosbackend.grammar import FAIL, INVALID
 
 __all__ = ["HandlerException", "BackendError", "ArgumentError", "NotSupportedError",
-           "InvalidRequest"]
+           "InvalidRequest", "ReplyShapeError"]
 
 
 class HandlerException(Exception):
@@ -34,3 +38,16 @@ class InvalidRequest(HandlerException):
     """The request is not part of the protocol: the reply is ``invalid``."""
 
     code = INVALID
+
+
+class ReplyShapeError(ValueError):
+    """A backend method returned what its command's reply cannot carry.
+
+    The backend's fault, not the client's: the server logs it as an error
+    (with ``result``, what the method returned) and answers ``fail`` with
+    this message as reason.
+    """
+
+    def __init__(self, reason: str, result: Any = None) -> None:
+        super().__init__(reason)
+        self.result = result

@@ -24,7 +24,7 @@ __all__ = [
     "REQUEST", "REPLY", "SEPARATOR", "OK", "FAIL", "INVALID", "RETURN_CODES",
     "UNDEFINED_NAME", "GrammarException", "Message", "parse_message",
     "parse_line", "serialize_line", "request", "reply", "ok", "fail",
-    "invalid", "is_valid_name", "escape", "split_arguments", "ok_line",
+    "invalid", "is_valid_name", "escape", "split_arguments", "ok_line", "name_of",
 ]
 
 REQUEST = "?"
@@ -40,6 +40,8 @@ UNDEFINED_NAME = "undefined"
 ENCODING = "utf-8"
 ENCODING_ERRORS = "surrogateescape"
 EOL = "\r\n"
+#: How many bytes of a line :func:`name_of` reads to find the name.
+NAME_PREFIX = 64
 
 _UNESCAPES = {"\\": "\\", "t": "\t", ",": ","}
 _CONTROL_NAMES = {"\r": "CR", "\n": "LF", "\x00": "NUL", "\x1b": "ESC"}
@@ -123,7 +125,7 @@ class Message:
             raise GrammarException(
                 f"bad message type {_show(str(message_type))}: "
                 f"use '{REQUEST}' or '{REPLY}'")
-        if not (_NAME_CACHE.get(name) or isinstance(name, str) and is_valid_name(name)):
+        if not (isinstance(name, str) and is_valid_name(name)):
             raise GrammarException(
                 f"bad name {_show(str(name))}: a name is a letter followed by "
                 "letters and digits and '-'")
@@ -384,9 +386,25 @@ def split_arguments(text: str, name: str) -> list[str]:
     return _scan_arguments(text, 0, name)
 
 
-def parse_line(data: bytes) -> Message:
-    """Decode one line of wire bytes (UTF-8, surrogateescape) and parse it."""
-    return parse_message(data.decode(ENCODING, ENCODING_ERRORS))
+def parse_line(data: bytes, line_end: bool = True) -> Message:
+    """Decode one line of wire bytes (UTF-8, surrogateescape) and parse it.
+
+    ``line_end`` is as for :func:`parse_message`.
+    """
+    return parse_message(data.decode(ENCODING, ENCODING_ERRORS), line_end)
+
+
+def name_of(line: bytes) -> str:
+    """The request name at the start of a line, broken or cut short, or ``undefined``.
+
+    For replying ``invalid`` to a line that does not parse or is too long:
+    only the first :data:`NAME_PREFIX` bytes are looked at.
+    """
+    head, comma, _ = line[1:NAME_PREFIX].partition(b",")
+    if not comma and len(line) >= NAME_PREFIX:
+        return UNDEFINED_NAME  # the name goes on past what we looked at
+    name = head.decode("ascii", "replace")
+    return name if is_valid_name(name) else UNDEFINED_NAME
 
 
 def serialize_line(message: Message) -> bytes:

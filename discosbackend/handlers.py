@@ -1,67 +1,90 @@
 """Handlers: what the server does with each parsed request.
 
-A :class:`Handler` turns a request :class:`~discosbackend.grammar.Message`
-into a reply message, or a Deferred that fires with one.
-:class:`DBProtocolHandler` is the real one: it checks each command's
-arguments against its declaration in :mod:`discosbackend.commands` and
-calls the matching method of a backend object.  The other handlers are for
-debugging and tests.
+A :class:`Handler` answers a request :class:`~discosbackend.grammar.Message`.
+:class:`DBProtocolHandler` is the real one: when it is made, it builds one
+*route* per command of :mod:`discosbackend.commands` — check the arguments,
+call the backend's method, format its result as the reply's wire bytes —
+and each request then takes its command's route.  The other handlers are
+for debugging and tests.
 """
 
 from __future__ import annotations
 
 import inspect
+from dataclasses import dataclass
 from functools import partial
-from types import CoroutineType
-from typing import Any, Callable
+from types import MappingProxyType
+from typing import Any, Callable, Mapping, Union
 
-from twisted.internet.defer import Deferred
-from twisted.logger import Logger
+from twisted.internet.defer import Deferred, ensureDeferred
 
 from discosbackend import __protocol_version__
 from discosbackend.commands import Command, commands_of
-from discosbackend.errors import (ArgumentError, HandlerException, InvalidRequest,
-                                  NotSupportedError)
+from discosbackend.errors import HandlerException, InvalidRequest, NotSupportedError
 from discosbackend.grammar import Message, fail, ok, request
 
 __all__ = ["Handler", "HandlerException", "DBProtocolHandler", "AlwaysOkHandler",
-           "AlwaysFailHandler", "AlwaysRaiseHandler", "Reply", "Route"]
+           "AlwaysFailHandler", "AlwaysRaiseHandler", "Reply", "Route", "RawReply",
+           "CloseAfter"]
 
-#: What :meth:`Handler.handle` returns.
-Reply = Message | Deferred
-#: What :meth:`Handler.route` returns: a request's arguments in, its reply out.
-Route = Callable[[list[str]], Reply | bytes]
+#: What :meth:`Handler.handle` returns: a reply message, the reply's wire
+#: bytes (CR LF included), a Deferred firing with either, or (for fault
+#: injection) a :class:`CloseAfter`.
+Reply = Union[Message, bytes, "CloseAfter", Deferred]
+#: A route: a request's (unescaped) arguments in, its reply out, as
+#: :meth:`Handler.handle` gives it (:class:`DBProtocolHandler`'s give the
+#: wire bytes, now or later).
+Route = Callable[[list[str]], Reply]
 
-_log = Logger()
-#: Result types that are surely not Deferreds or coroutines (a quick check).
-_PLAIN_RESULTS = frozenset((tuple, list, type(None), str, int, float, bool))
+class RawReply(bytes):
+    """Bytes a handler wants written exactly as they are, for fault injection.
+
+    A handler may answer with a ``RawReply`` instead of a message: it is
+    written verbatim (grammatical or not), and with ``close_after`` the
+    connection is closed once it is written.  Real backends never need it.
+    """
+
+    close_after: bool
+
+    def __new__(cls, data: bytes, close_after: bool = False) -> RawReply:
+        raw = super().__new__(cls, data)
+        raw.close_after = close_after
+        return raw
+
+
+@dataclass(frozen=True)
+class CloseAfter:
+    """A handler's answer meaning: reply with ``reply``, then close the connection.
+
+    ``reply`` is anything :meth:`Handler.handle` may return, a failing
+    Deferred included: its error is mapped to a reply as usual.  For fault
+    injection; real backends never need it.
+    """
+
+    reply: Reply
 
 
 class Handler:
-    """Base class of request handlers."""
+    """Base class of request handlers.
+
+    The server answers a request through its name's route in :attr:`routes`
+    when there is one, else through :meth:`handle`.
+    """
+
+    #: Request name -> the function answering that request from its
+    #: (unescaped) arguments, as :meth:`handle` would.  Built once, when the
+    #: handler is made; the base class has none.
+    routes: Mapping[str, Route] = MappingProxyType({})
 
     def handle(self, message: Message) -> Reply:
         """Answer ``message``, a well-formed request.
 
-        Return the reply message or a Deferred firing with it.  Raising
-        :class:`HandlerException` gives a ``fail`` reply with its message;
+        Return the reply message, its wire bytes, or a Deferred firing with
+        either.  Raising :class:`HandlerException` gives a ``fail`` reply with
+        its message (``invalid`` for :class:`~discosbackend.errors.InvalidRequest`);
         the server turns any other exception into a ``fail`` reply too.
         """
         raise NotImplementedError
-
-    def route(self, name: str) -> Route:
-        """A function answering requests named ``name``, given their arguments.
-
-        The server asks once per name and calls the function for each
-        request, with the request's unescaped arguments.  It may return
-        what :meth:`handle` does, or the reply's wire bytes (CR LF
-        included), which are sent as they are.  This one builds the request
-        message and calls :meth:`handle`; a handler overrides it to answer
-        faster.
-        """
-        def answer(arguments: list[str]) -> Reply:
-            return self.handle(request(name, *arguments))
-        return answer
 
     def start(self) -> None:
         """Called when the server starts listening."""
@@ -91,6 +114,91 @@ class AlwaysRaiseHandler(Handler):
         raise RuntimeError("always raises")
 
 
+class DBProtocolHandler(Handler):
+    """Validates each request and calls the matching method of ``backend``.
+
+    ``backend`` is any object with methods named after the commands
+    (``status()``, ``get_tpi()``, ``set_section(...)``, ...), such as a
+    :class:`discosbackend.backend.Backend` subclass or a backend written for
+    discos-backend 1.4.  Methods may return a value, a Deferred, or be
+    ``async def``.  A command the backend lacks is answered ``fail``
+    (``not supported``); ``version`` is answered by the library.
+
+    Everything a request needs is prepared here, once: each command gets
+    an *answer* (check the arguments, call the backend's method, format its
+    result as the reply's wire bytes), the backend's methods are looked up
+    and their signatures read.  Replace a backend method before making the
+    handler, not after.
+    """
+
+    def __init__(self, backend: Any) -> None:
+        self.backend = backend
+        self.commands: dict[str, Command] = commands_of(backend)
+        self._answers = {name: self._answer(command) for name, command in self.commands.items()}
+        if type(self).handle is DBProtocolHandler.handle:
+            self.routes = MappingProxyType(self._answers)
+        else:
+            # A subclass that overrides handle() (1.4 code does; so does the
+            # simulator) must see every request: its routes lead there.
+            self.routes = MappingProxyType(
+                {name: partial(self._handle_request, name) for name in self._answers})
+
+    def start(self) -> None:
+        starter = getattr(self.backend, "open", None)
+        if callable(starter):
+            starter()
+
+    def stop(self) -> None:
+        closer = getattr(self.backend, "close", None)
+        if callable(closer):
+            closer()
+
+    def handle(self, message: Message) -> Reply:
+        """The answer to ``message``: wire bytes or a Deferred of them; unknown
+        commands are ``invalid``."""
+        answer = self._answers.get(message.name)
+        if answer is None:
+            raise InvalidRequest(f"unknown command {message.name!r}")
+        return answer(message.arguments)
+
+    def _handle_request(self, name: str, arguments: list[str]) -> Reply:
+        return self.handle(request(name, *arguments))
+
+    def _answer(self, command: Command) -> Callable[[list[str]], bytes | Deferred[bytes]]:
+        """The answer to ``command``: its request's arguments in, reply bytes out."""
+        if command.method is None:  # version: the library's own answer
+            version = command.reply_line(__protocol_version__)
+
+            def answer_version(arguments: list[str]) -> bytes:
+                command.parse_arguments(arguments)
+                return version
+            return answer_version
+        method = getattr(self.backend, command.method, None)
+        if method is None:
+            def not_supported(arguments: list[str]) -> bytes:
+                command.parse_arguments(arguments)
+                raise NotSupportedError(f"not supported: {command.name}")
+            return not_supported
+        # A backend written for 1.4 may take fewer optional values than the
+        # command has (get_tpi(self)): pass it only as many as it takes.
+        limit = _positional_limit(method)
+        if limit is not None and limit >= len(command.arguments):
+            limit = None
+        elif limit is not None:
+            limit = max(limit, command.required)
+        takes_arguments = bool(command.arguments)
+
+        def answer(arguments: list[str]) -> bytes | Deferred[bytes]:
+            values = command.parse_arguments(arguments) if arguments or takes_arguments else []
+            if limit is not None:
+                values = values[:limit]
+            result = method(*values)
+            if hasattr(result, "__await__"):  # a Deferred or a coroutine: answer later
+                return ensureDeferred(result).addCallback(command.reply_line)
+            return command.reply_line(result)
+        return answer
+
+
 def _positional_limit(method: Callable[..., Any]) -> int | None:
     """How many positional arguments ``method`` takes; ``None`` if unlimited."""
     try:
@@ -104,91 +212,3 @@ def _positional_limit(method: Callable[..., Any]) -> int | None:
         if parameter.kind in (parameter.POSITIONAL_ONLY, parameter.POSITIONAL_OR_KEYWORD):
             limit += 1
     return limit
-
-
-class DBProtocolHandler(Handler):
-    """Validates each request and calls the matching method of ``backend``.
-
-    ``backend`` is any object with methods named after the commands
-    (``status()``, ``get_tpi()``, ``set_section(...)``, ...), such as a
-    :class:`discosbackend.backend.Backend` subclass or a backend written for
-    discos-backend 1.4.  Methods may return a value, a Deferred, or be
-    ``async def``.  A command the backend lacks is answered ``fail``
-    (``not supported``); ``version`` is answered by the library.
-    """
-
-    def __init__(self, backend: Any) -> None:
-        self.backend = backend
-        self.commands: dict[str, Command] = commands_of(backend)
-        self._keep: dict[str, int | None] = {}  # how many values each method takes
-
-    def start(self) -> None:
-        starter = getattr(self.backend, "open", None)
-        if callable(starter):
-            starter()
-
-    def stop(self) -> None:
-        closer = getattr(self.backend, "close", None)
-        if callable(closer):
-            closer()
-
-    def handle(self, message: Message) -> Reply:
-        command = self.commands.get(message.name)
-        if command is None:
-            raise InvalidRequest(f"unknown command {message.name!r}")
-        return self._invoke(command, partial(_reply_message, command), message.arguments)
-
-    def route(self, name: str) -> Route:
-        """Answer ``name`` requests straight to wire bytes, skipping the messages.
-
-        A subclass that overrides :meth:`handle` is routed through it.
-        """
-        command = self.commands.get(name)
-        if command is None or type(self).handle is not DBProtocolHandler.handle:
-            return super().route(name)
-        return partial(self._invoke, command, command.reply_line)
-
-    def _invoke(self, command: Command, finish: Callable[[Any], Any],
-                arguments: list[str]) -> Any:
-        """Check ``arguments``, call the backend and ``finish`` its result (or later)."""
-        values = command.parse_arguments(arguments) if arguments or command.arguments else ()
-        if command.method is None:
-            return finish(__protocol_version__)
-        method = getattr(self.backend, command.method, None)
-        if method is None:
-            raise NotSupportedError(f"not supported: {command.name}")
-        if values:
-            keep = self._keep.get(command.name, -1)
-            if keep == -1:
-                keep = self._keep[command.name] = _positional_limit(method)
-            if keep is not None and len(values) > keep:
-                # An older backend (get_tpi(self)) takes fewer optional values.
-                values = values[:max(keep, command.required)]
-        result = method(*values) if values else method()
-        if result.__class__ not in _PLAIN_RESULTS:
-            if isinstance(result, Deferred):
-                return result.addCallback(_finish, command, finish)
-            if result.__class__ is CoroutineType:
-                return Deferred.fromCoroutine(result).addCallback(_finish, command, finish)
-        try:
-            return finish(result)
-        except ArgumentError:
-            _misfit(command, result)
-            raise
-
-
-def _reply_message(command: Command, result: Any) -> Message:
-    return ok(command.name, *command.format_reply(result))
-
-
-def _finish(result: Any, command: Command, finish: Callable[[Any], Any]) -> Any:
-    try:
-        return finish(result)
-    except ArgumentError:
-        _misfit(command, result)
-        raise
-
-
-def _misfit(command: Command, result: Any) -> None:
-    _log.error("backend answered {command} with {result!r}, which does not fit"
-               " its reply shape", command=command.name, result=result)

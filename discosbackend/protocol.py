@@ -1,10 +1,11 @@
 """The Twisted side of the server: framing, greeting, replies in order.
 
-:class:`DBProtocol` splits the byte stream into lines (LF, with an optional
-CR before it), asks the factory's :class:`~discosbackend.responder.Responder`
-for each reply and writes the replies in request order, CR LF terminated,
-even when some arrive later than others.  Lines longer than the limit are
-answered ``invalid`` and discarded without buffering them.
+:class:`DBProtocol` is a line receiver: each line (LF-terminated, one CR
+before the LF dropped) goes to the factory's
+:class:`~discosbackend.responder.Responder`, and the replies are written in
+request order, CR LF terminated, even when some arrive later than others.
+Lines longer than the limit are answered ``invalid`` and discarded without
+buffering them.
 """
 
 from __future__ import annotations
@@ -12,15 +13,16 @@ from __future__ import annotations
 from collections import deque
 
 from twisted.internet import defer
-from twisted.internet.interfaces import IHalfCloseableProtocol, IReactorTime
-from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.interfaces import IHalfCloseableProtocol, IReactorTime, ITransport
+from twisted.internet.protocol import Factory
 from twisted.logger import Logger
+from twisted.protocols.basic import LineOnlyReceiver
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from discosbackend.grammar import UNDEFINED_NAME, fail, serialize_line
 from discosbackend.handlers import Handler
-from discosbackend.responder import ReplyBytes, Responder
+from discosbackend.responder import RawReply, ReplyBytes, Responder
 
 __all__ = ["DBProtocol", "DBProtocolFactory", "DEFAULT_MAX_LINE"]
 
@@ -42,12 +44,12 @@ class _Slot:
 
     __slots__ = ("data",)
 
-    def __init__(self) -> None:
-        self.data: bytes | None = None
+    def __init__(self, data: bytes | None = None) -> None:
+        self.data = data
 
 
 @implementer(IHalfCloseableProtocol)
-class DBProtocol(Protocol):
+class DBProtocol(LineOnlyReceiver):
     """One client connection.
 
     A client that half-closes (shuts down its sending side, as ``nc -q``
@@ -55,18 +57,23 @@ class DBProtocol(Protocol):
     last one is written.
     """
 
+    delimiter = b"\n"
     factory: DBProtocolFactory
+    transport: ITransport  # from connectionMade on, when every other call comes
 
     def __init__(self) -> None:
-        self._buffer = b""
-        self._discarding = False
+        # Replies waiting for one before them to be ready (a Deferred).
         self._queue: deque[_Slot] = deque()
-        self._open = False
-        self._closed_waiters: list[defer.Deferred] = []
+        # The replies to the packet being read, written together at its end.
+        self._batch: list[bytes] | None = None
+        # Whether the rest of an overlong line is still arriving.
+        self._discarding = False
         self._input_closed = False
+        self._closing = False
+        self._closed_waiters: list[defer.Deferred[None]] = []
 
     def connectionMade(self) -> None:
-        self._open = True
+        self.MAX_LENGTH = self.factory.max_line  # pylint: disable=invalid-name
         self.factory.connections.add(self)
         set_no_delay = getattr(self.transport, "setTcpNoDelay", None)
         if set_no_delay is not None:
@@ -74,8 +81,8 @@ class DBProtocol(Protocol):
         _log.info("connection from {peer}", peer=_describe(self.transport.getPeer()))
         self._send(self.factory.responder.greeting())
 
-    def connectionLost(self, reason: Failure = None) -> None:
-        self._open = False
+    def connectionLost(self, reason: Failure | None = None) -> None:
+        self.connected = False
         self._queue.clear()
         self._buffer = b""
         self.factory.connections.discard(self)
@@ -88,106 +95,78 @@ class DBProtocol(Protocol):
         """The client sent all it will: close once every reply is written."""
         self._input_closed = True
         if not self._queue:
-            self.transport.loseConnection()
+            self._lose_connection()
 
     def writeConnectionLost(self) -> None:
         """Nothing to do: we never half-close ourselves."""
 
-    def close(self) -> defer.Deferred:
+    def close(self) -> defer.Deferred[None]:
         """Close the connection; the Deferred fires once it is closed."""
-        if not self._open:
+        if not self.connected:
             return defer.succeed(None)
-        waiter: defer.Deferred = defer.Deferred()
+        waiter: defer.Deferred[None] = defer.Deferred()
         self._closed_waiters.append(waiter)
-        self.transport.loseConnection()
+        self._lose_connection()
         return waiter
 
     def dataReceived(self, data: bytes) -> None:
-        limit = self.factory.max_line
-        if self._discarding:
+        # LineOnlyReceiver's own loop won't do: after an overlong line it
+        # drops the rest of the packet, and it calls lineLengthExceeded again
+        # for every packet of an overlong line that has not ended, where each
+        # line must get exactly one reply.  It also keeps the CR.
+        if self._discarding:  # the rest of an overlong line: skip to its end
             end = data.find(b"\n")
             if end < 0:
                 return
             self._discarding = False
             data = data[end + 1:]
-        if self._buffer:
-            data = self._buffer + data
-        carriage_returns = data.count(b"\r")
-        if not carriage_returns:
-            lines = data.split(b"\n")
-        elif carriage_returns == data.count(b"\r\n") == data.count(b"\n"):
-            lines = data.split(b"\r\n")  # every line ends in CR LF
-        else:
-            lines = data.split(b"\n")
-            for index in range(len(lines) - 1):  # the last line may not be complete
-                if lines[index][-1:] == b"\r":
-                    lines[index] = lines[index][:-1]
+        lines = (self._buffer + data).split(b"\n")
         self._buffer = lines.pop()
-        if lines:
-            self._answer(lines, limit)
-        if len(self._buffer) > limit + 1 and self._open:  # + 1: a CR may follow
-            self._send(self.factory.responder.too_long(self._buffer, limit))
-            self._buffer = b""
-            self._discarding = True
+        self._batch = []
+        try:
+            for line in lines:
+                if self._closing:
+                    return  # a reply closed the connection: ignore what followed
+                if line[-1:] == b"\r":
+                    line = line[:-1]
+                if len(line) > self.MAX_LENGTH:
+                    self.lineLengthExceeded(line)
+                else:
+                    self.lineReceived(line)
+            if len(self._buffer) > self.MAX_LENGTH + 1:  # + 1: it may end in the CR
+                self.lineLengthExceeded(self._buffer)
+                self._buffer = b""
+                self._discarding = True
+        finally:
+            self._flush()
+            self._batch = None
 
-    def _answer(self, lines: list[bytes], limit: int) -> None:
-        """Answer complete ``lines``, writing the replies in order."""
-        responder = self.factory.responder
-        respond = responder.respond
-        remaining = iter(lines)
-        if not self._queue and max(map(len, lines)) <= limit:
-            # The usual case: replies ready at once, written together.
-            ready: list[bytes] = []
-            keep = ready.append
-            for line in remaining:
-                answer = respond(line)
-                if answer.__class__ is bytes:
-                    keep(answer)
-                    continue
-                if ready:
-                    self.transport.write(b"".join(ready))
-                    ready = []
-                self._send(answer)
-                if not self._open:
-                    return
-                break
-            if ready:
-                self.transport.write(b"".join(ready))
-        for line in remaining:  # behind a reply that comes later, or too long
-            self._send(responder.too_long(line, limit) if len(line) > limit
-                       else respond(line))
-            if not self._open:
-                return
+    def lineReceived(self, line: bytes) -> None:
+        self._send(self.factory.responder.respond(line))
 
-    def _send(self, answer: ReplyBytes) -> None:
-        if isinstance(answer, bytes):
-            if not self._queue:
-                self._write(answer)
-                return
+    def lineLengthExceeded(self, line: bytes) -> None:
+        self._send(self.factory.responder.too_long(line, self.MAX_LENGTH))
+
+    def _send(self, reply: ReplyBytes) -> None:
+        """Write ``reply`` in its turn: now, or once the replies before it are written."""
+        if not isinstance(reply, bytes):  # a Deferred: hold the reply's place
             slot = _Slot()
-            slot.data = answer
             self._queue.append(slot)
-            return
-        slot = _Slot()
-        self._queue.append(slot)
-        answer.addCallbacks(self._fill, self._lost_reply, callbackArgs=(slot,),
-                            errbackArgs=(slot,))
+            reply.addCallbacks(self._fill, self._lost_reply, callbackArgs=(slot,),
+                               errbackArgs=(slot,))
+        elif self._queue:
+            self._queue.append(_Slot(reply))
+        else:
+            self._write(reply)
 
     def _fill(self, data: bytes, slot: _Slot) -> None:
+        """A late reply is ready: write it and those behind it that are ready too."""
         slot.data = data
         queue = self._queue
         while queue and queue[0].data is not None:
-            ready = queue.popleft().data
-            if self._open:
-                self._write(ready)
-        if self._input_closed and not queue and self._open:
-            self.transport.loseConnection()
-
-    def _write(self, data: bytes) -> None:
-        self.transport.write(data)
-        if data.__class__ is not bytes and getattr(data, "close_after", False):
-            self._open = False
-            self.transport.loseConnection()
+            self._write(queue.popleft().data)  # type: ignore[arg-type]  # checked above
+        if self._input_closed and not queue and self.connected:
+            self._lose_connection()
 
     def _lost_reply(self, failure: Failure, slot: _Slot) -> None:
         # The responder maps every error to a reply, so this is a bug; still,
@@ -195,8 +174,32 @@ class DBProtocol(Protocol):
         _log.failure("a reply could not be produced", failure)
         self._fill(_LOST_REPLY, slot)
 
+    def _write(self, data: bytes) -> None:
+        if not self.connected or self._closing:
+            return  # the reply came after the client left, or we closed
+        if self._batch is None:
+            self.transport.write(data)
+        else:
+            self._batch.append(data)
+        if isinstance(data, RawReply) and data.close_after:
+            # Fault injection asked to close once this reply is out: write
+            # what is batched first (loseConnection still sends what was
+            # written), and the packet's later lines get no reply.
+            self._flush()
+            self._lose_connection()
 
-class DBProtocolFactory(Factory):
+    def _lose_connection(self) -> None:
+        """Close once what was written is sent; write nothing more."""
+        self._closing = True
+        self.transport.loseConnection()
+
+    def _flush(self) -> None:
+        if self._batch:
+            self.transport.write(b"".join(self._batch))
+            self._batch.clear()
+
+
+class DBProtocolFactory(Factory[DBProtocol]):
     """Makes :class:`DBProtocol` connections that share one handler.
 
     ``max_line`` is the longest line accepted (bytes); ``timeout`` the
@@ -223,7 +226,7 @@ class DBProtocolFactory(Factory):
     def stopFactory(self) -> None:
         self.handler.stop()
 
-    def close_connections(self) -> defer.Deferred:
+    def close_connections(self) -> defer.Deferred[list[None]]:
         """Close every open connection; fires when all are closed."""
         closing = [connection.close() for connection in list(self.connections)]
         return defer.gatherResults(closing)

@@ -10,7 +10,7 @@ one grammatical reply.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 from twisted.internet import defer
 from twisted.internet.interfaces import IReactorTime
@@ -18,36 +18,19 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from discosbackend.commands import VERSION, reason_text
-from discosbackend.errors import HandlerException
-from discosbackend.grammar import (ENCODING, ENCODING_ERRORS, EOL, FAIL, INVALID,
-                                   REQUEST, UNDEFINED_NAME, GrammarException, Message,
-                                   parse_message, reply, serialize_line, split_arguments)
-from discosbackend.handlers import Handler, Route
+from discosbackend.errors import HandlerException, ReplyShapeError
+from discosbackend.grammar import (ENCODING, ENCODING_ERRORS, FAIL, INVALID, REQUEST,
+                                   UNDEFINED_NAME, GrammarException, Message, name_of,
+                                   parse_line, reply, serialize_line, split_arguments)
+from discosbackend.handlers import CloseAfter, Handler, RawReply, Reply
+from discosbackend.reactor import or_global
 
-__all__ = ["Responder", "ReplyBytes", "RawReply"]
+__all__ = ["Responder", "ReplyBytes", "RawReply", "CloseAfter"]  # the last two from handlers
 
 #: What :meth:`Responder.respond` returns: the reply line now, or later.
-ReplyBytes = bytes | defer.Deferred
+ReplyBytes = bytes | defer.Deferred[bytes]
 
 _log = Logger()
-_NAME_PREFIX = 64
-_ROUTES_KEPT = 1024
-
-
-class RawReply(bytes):
-    """Bytes a handler wants written exactly as they are, for fault injection.
-
-    A handler may answer with a ``RawReply`` instead of a message: it is
-    written verbatim (grammatical or not), and with ``close_after`` the
-    connection is closed once it is written.  Real backends never need it.
-    """
-
-    close_after: bool
-
-    def __new__(cls, data: bytes, close_after: bool = False) -> RawReply:
-        raw = super().__new__(cls, data)
-        raw.close_after = close_after
-        return raw
 
 
 def _error_reply(name: str, code: str, reason: str) -> bytes:
@@ -59,121 +42,126 @@ def _shown(line: bytes) -> str:
     return line.decode(ENCODING, "replace")
 
 
-def name_of(line: bytes) -> str:
-    """The request name at the start of a (possibly broken) line, or ``undefined``."""
-    head, comma, _ = line[1:_NAME_PREFIX].partition(b",")
-    if not comma and len(line) >= _NAME_PREFIX:
-        return UNDEFINED_NAME  # the name goes on past what we looked at
-    try:
-        return Message("?", head.decode("ascii", "replace")).name
-    except GrammarException:
-        return UNDEFINED_NAME
-
-
 class Responder:
     """Answers lines for one server, on behalf of ``handler``.
 
     ``timeout`` (seconds) bounds how long a handler may take to answer; the
     reply is then ``fail`` with a reason starting ``timeout``.  ``clock`` is
-    the reactor by default.  With ``log_requests`` each request and reply is
-    logged at debug level.
+    the reactor by default.  With ``log_requests`` each request and its
+    reply are logged at debug level.
     """
 
     def __init__(self, handler: Handler, *, timeout: float | None = None,
                  clock: IReactorTime | None = None, log_requests: bool = False) -> None:
         self.handler = handler
+        # The handler's routes, by the start of a line that takes them: b"?name".
+        self._routes = {(REQUEST + name).encode(ENCODING): (name, route)
+                        for name, route in handler.routes.items()}
         self.timeout = timeout
-        # Each request name's route, by the line's start (b"?name").
-        self._routes: dict[bytes, tuple[str, Route]] = {}
         self._clock = clock
         self.log_requests = log_requests
-
-    @property
-    def clock(self) -> IReactorTime:
-        """The clock that times requests out."""
-        if self._clock is None:
-            from twisted.internet import reactor
-            self._clock = reactor  # type: ignore[assignment]
-        return self._clock  # type: ignore[return-value]
 
     def greeting(self) -> ReplyBytes:
         """The line a new connection gets first: the reply to ``?version``."""
         return self.respond(b"?" + VERSION.encode())
 
+    def too_long(self, start: bytes, limit: int) -> bytes:
+        """The reply to a line longer than ``limit`` bytes that starts with ``start``."""
+        data = _error_reply(name_of(start), INVALID, f"line too long: over {limit} bytes")
+        if self.log_requests:
+            self._log_exchange(start, data)
+        return data
+
     def respond(self, line: bytes) -> ReplyBytes:
         """The reply to ``line`` (without its line end): bytes, or a Deferred of them."""
-        head, comma, rest = line.partition(b",")
-        known = self._routes.get(head)
-        if known is None:
-            return self._respond_first(line)
-        name, route = known
-        if comma:
-            try:
-                arguments = split_arguments(rest.decode(ENCODING, ENCODING_ERRORS), name)
-            except GrammarException as error:
-                return _error_reply(name, INVALID, error.reason)
-        else:
-            arguments = []
-        if self.log_requests:
-            _log.debug("request {request}", request=_shown(line))
+        reply: ReplyBytes
         try:
-            answer = route(arguments)
-        except Exception as error:  # pylint: disable=broad-except
-            return self._failed(Failure(error), name, line)
-        if answer.__class__ is bytes and not self.log_requests:
-            return answer  # the hot path: a route's own wire bytes
-        return self._settle(answer, name, line)
-
-    def _respond_first(self, line: bytes) -> ReplyBytes:
-        """Parse ``line`` in full and, for a request, learn its name's route."""
-        try:
-            message = parse_message(line.decode(ENCODING, ENCODING_ERRORS), line_end=False)
+            name, answer, request = self._request(line)
         except GrammarException as error:
-            return _error_reply(error.name or UNDEFINED_NAME, INVALID, error.reason)
-        if message.message_type != REQUEST:
-            return _error_reply(message.name, INVALID, "requests must start with '?'")
-        if len(self._routes) >= _ROUTES_KEPT:
-            self._routes.clear()  # junk names: start again rather than grow
-        self._routes[line.partition(b",")[0]] = (message.name,
-                                                 self.handler.route(message.name))
-        return self.respond(line)
+            reply = _error_reply(error.name or UNDEFINED_NAME, INVALID, error.reason)
+        else:
+            try:
+                answered = answer(request)
+            except Exception as error:  # pylint: disable=broad-except
+                reply = self._failed(Failure(error), name, line)
+            else:  # wire bytes (as DBProtocolHandler gives) are ready as they are
+                reply = answered if isinstance(answered, bytes) else self._settle(
+                    answered, name, line)
+        if self.log_requests:
+            self._log_exchange(line, reply)
+        return reply
+
+    def _request(self, line: bytes) -> tuple[str, Callable[[Any], Reply], Any]:
+        """What answers the request ``line``: its name, a function, and its argument.
+
+        That is the name's route and the unescaped arguments when the line
+        starts with a routed ``?name``; else the handler's ``handle`` and the
+        parsed message.  Raises :class:`GrammarException` for a line that is
+        not a well-formed request.
+        """
+        head, comma, rest = line.partition(b",")
+        routed = self._routes.get(head)
+        if routed is not None:
+            name, route = routed
+            arguments = split_arguments(rest.decode(ENCODING, ENCODING_ERRORS),
+                                        name) if comma else []
+            return name, route, arguments
+        message = parse_line(line, line_end=False)
+        if not message.is_request():
+            raise GrammarException("requests must start with '?'", message.name)
+        return message.name, self.handler.handle, message
+
+    @staticmethod
+    def _log_exchange(line: bytes, reply: ReplyBytes) -> None:
+        """Log the request ``line`` and its ``reply`` (when it comes) at debug level."""
+        _log.debug("request {request}", request=_shown(line))
+        if isinstance(reply, defer.Deferred):
+            reply.addCallback(Responder._log_reply)
+        else:
+            Responder._log_reply(reply)
+
+    @staticmethod
+    def _log_reply(data: bytes) -> bytes:
+        _log.debug("reply {reply}", reply=_shown(data).rstrip())
+        return data
 
     def _settle(self, answer: Any, name: str, line: bytes) -> ReplyBytes:
-        """The reply bytes of a route's ``answer``, now or when it fires."""
-        if answer.__class__ is not Message and isinstance(answer, defer.Deferred):
+        """The reply bytes of the handler's ``answer``, now or when it fires."""
+        if isinstance(answer, CloseAfter):
+            settled = self._settle(answer.reply, name, line)
+            if isinstance(settled, defer.Deferred):
+                return settled.addCallback(RawReply, True)
+            return RawReply(settled, True)
+        if isinstance(answer, defer.Deferred):
             if self.timeout is not None:
-                answer.addTimeout(self.timeout, self.clock)
+                answer.addTimeout(self.timeout, or_global(self._clock))
             return answer.addCallbacks(self._answered, self._failed,
                                        callbackArgs=(name, line), errbackArgs=(name, line))
         return self._answered(answer, name, line)
 
-    def too_long(self, start: bytes, limit: int) -> bytes:
-        """The reply to a line longer than ``limit`` bytes that starts with ``start``."""
-        return _error_reply(name_of(start), INVALID, f"line too long: over {limit} bytes")
-
     def _answered(self, answer: Any, name: str, line: bytes) -> bytes:
         if isinstance(answer, bytes):
-            data = answer  # wire bytes (or a RawReply), sent as they are
-        elif isinstance(answer, Message) and answer.is_reply() and answer.name == name:
+            return answer  # wire bytes (or a RawReply), sent as they are
+        if isinstance(answer, Message) and answer.is_reply() and answer.name == name:
             try:
-                data = (str(answer) + EOL).encode(ENCODING, ENCODING_ERRORS)
-            except (GrammarException, UnicodeEncodeError) as error:
+                return serialize_line(answer)
+            except GrammarException as error:
                 _log.error("handler reply to {request} cannot be sent: {error}",
                            request=_shown(line), error=error)
                 return _error_reply(name, FAIL, "internal error: unrepresentable reply")
-        else:
-            _log.error("handler {handler!r} answered {request} with {answer!r}, "
-                       "which is not a reply to it", handler=self.handler,
-                       request=_shown(line), answer=answer)
-            return _error_reply(name, FAIL, "internal error: the handler gave no reply")
-        if self.log_requests:
-            _log.debug("reply {reply}", reply=data.decode(ENCODING, "replace").rstrip())
-        return data
+        _log.error("handler {handler!r} answered {request} with {answer!r}, "
+                   "which is not a reply to it", handler=self.handler,
+                   request=_shown(line), answer=answer)
+        return _error_reply(name, FAIL, "internal error: the handler gave no reply")
 
     def _failed(self, failure: Failure, name: str, line: bytes) -> bytes:
         error = failure.value
         if isinstance(error, HandlerException):
             return _error_reply(name, error.code, str(error) or type(error).__name__)
+        if isinstance(error, ReplyShapeError):  # the backend's fault, not the client's
+            _log.error("backend answered {request} with {result!r}: {error}",
+                       request=_shown(line), result=error.result, error=error)
+            return _error_reply(name, FAIL, str(error))
         if isinstance(error, defer.TimeoutError) and self.timeout is not None:
             return _error_reply(name, FAIL, f"timeout after {self.timeout:g} s")
         _log.failure("handler failed on {request}", failure, request=_shown(line))

@@ -10,9 +10,9 @@ Where to listen is a port number or a Twisted endpoint string such as
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable, Sequence
 
-from twisted.internet import defer
+from twisted.internet.defer import Deferred, DeferredList, gatherResults
 from twisted.internet.endpoints import serverFromString
 from twisted.internet.interfaces import IListeningPort
 from twisted.logger import Logger
@@ -20,8 +20,10 @@ from twisted.python.failure import Failure
 
 from discosbackend.handlers import Handler
 from discosbackend.protocol import DEFAULT_MAX_LINE, DBProtocolFactory
+from discosbackend.reactor import or_global
 
-__all__ = ["DEFAULT_PORT", "endpoint_description", "listen", "stop", "run_server"]
+__all__ = ["DEFAULT_PORT", "endpoint_description", "listen", "stop", "run_until_stopped",
+           "run_server"]
 
 #: The port DISCOS backends conventionally listen on.
 DEFAULT_PORT = 8978
@@ -51,7 +53,7 @@ def endpoint_description(where: int | str, interface: str | None = None) -> str:
 
 def listen(where: int | str, handler: Handler, *, interface: str | None = None,
            max_line: int = DEFAULT_MAX_LINE, timeout: float | None = None,
-           log_requests: bool = False, reactor: Any = None) -> defer.Deferred:
+           log_requests: bool = False, reactor: Any = None) -> Deferred[IListeningPort]:
     """Start serving ``handler``; the Deferred fires with the listening port.
 
     ``port.factory`` is the :class:`~discosbackend.protocol.DBProtocolFactory`
@@ -59,21 +61,56 @@ def listen(where: int | str, handler: Handler, *, interface: str | None = None,
     A bad endpoint string raises ``ValueError`` at once; a port that cannot
     be bound fails the Deferred with ``CannotListenError``.
     """
-    if reactor is None:
-        from twisted.internet import reactor as default_reactor
-        reactor = default_reactor
+    reactor = or_global(reactor)
     endpoint = serverFromString(reactor, endpoint_description(where, interface))
     factory = DBProtocolFactory(handler, max_line=max_line, timeout=timeout, clock=reactor,
                                 log_requests=log_requests)
     return endpoint.listen(factory)
 
 
-def stop(port: IListeningPort) -> defer.Deferred:
+def stop(port: IListeningPort) -> Deferred[None]:
     """Close ``port``'s connections and stop listening (the handler's ``stop()`` runs)."""
     factory: DBProtocolFactory = port.factory  # type: ignore[attr-defined]
     closing = factory.close_connections()
     closing.addCallback(lambda _: port.stopListening())
-    return closing
+    return closing  # type: ignore[return-value]  # fires with stopListening's None
+
+
+def run_until_stopped(listening: Sequence[Deferred[IListeningPort]], *,
+                      ready: Callable[[list[IListeningPort]], object],
+                      reactor: Any = None) -> None:
+    """Run the reactor, serving the ports ``listening`` fire with, until it stops.
+
+    Once every port listens, ``ready(ports)`` is called (ports in the order
+    given); on shutdown (SIGINT, SIGTERM or ``reactor.stop()``) each is
+    stopped with :func:`stop`.  If one fails to listen, the others are
+    stopped, the reactor stops (or never runs) and the first error is raised.
+    """
+    reactor = or_global(reactor)
+    problems: list[Failure] = []
+
+    def started(results: list[tuple[bool, Any]]) -> None:
+        ports = [value for success, value in results if success]
+        problems.extend(value for success, value in results if not success)
+        if problems:
+            for port in ports:
+                port.stopListening()
+            if reactor.running:
+                reactor.stop()
+            return
+        ready(ports)
+        reactor.addSystemEventTrigger("before", "shutdown", _stop_all, ports)
+
+    DeferredList(list(listening), consumeErrors=True).addCallback(started)
+    if not problems:  # a port may have failed before the reactor ran
+        reactor.run()
+    if problems:
+        problems[0].raiseException()
+
+
+def _stop_all(ports: list[IListeningPort]) -> Deferred[list[None]]:
+    _log.info("stopping")
+    return gatherResults([stop(port) for port in ports])
 
 
 def run_server(port: int | str, handler: Handler, *, interface: str | None = None,
@@ -86,25 +123,10 @@ def run_server(port: int | str, handler: Handler, *, interface: str | None = Non
     the listening error (e.g. ``CannotListenError``) if the port cannot be
     bound, after the reactor has stopped.
     """
-    if reactor is None:
-        from twisted.internet import reactor as default_reactor
-        reactor = default_reactor
-    problems: list[Failure] = []
-
-    def listening(listening_port: IListeningPort) -> None:
+    def announce(ports: list[IListeningPort]) -> None:
         _log.info("serving {handler} on {address}", handler=type(handler).__name__,
-                  address=listening_port.getHost())
-        reactor.addSystemEventTrigger("before", "shutdown", stop, listening_port)
+                  address=ports[0].getHost())
 
-    def failed(failure: Failure) -> None:
-        problems.append(failure)
-        if reactor.running:
-            reactor.stop()
-
-    starting = listen(port, handler, interface=interface, max_line=max_line,
-                      timeout=timeout, log_requests=log_requests, reactor=reactor)
-    starting.addCallbacks(listening, failed)
-    if not problems:
-        reactor.run()
-    if problems:
-        problems[0].raiseException()
+    run_until_stopped([listen(port, handler, interface=interface, max_line=max_line,
+                              timeout=timeout, log_requests=log_requests, reactor=reactor)],
+                      ready=announce, reactor=reactor)

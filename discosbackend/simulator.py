@@ -26,15 +26,13 @@ from typing import Any
 from twisted.internet import defer, task
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
-from twisted.python.failure import Failure
 
 from discosbackend.backend import UNCHANGED, Backend
-from discosbackend.commands import commands_of, reason_text
-from discosbackend.errors import BackendError, HandlerException
+from discosbackend.commands import commands_of
+from discosbackend.errors import BackendError
 from discosbackend.faults import GARBAGE, Faults
-from discosbackend.grammar import FAIL, Message, reply, serialize_line
-from discosbackend.handlers import DBProtocolHandler, Reply
-from discosbackend.responder import RawReply
+from discosbackend.grammar import Message
+from discosbackend.handlers import CloseAfter, DBProtocolHandler, RawReply, Reply
 
 __all__ = ["BackendSimulator", "SimulatorHandler", "Section", "UNCONFIGURED", "MODES"]
 
@@ -349,22 +347,6 @@ class BackendSimulator(Backend):
         _log.info("acquisition stopped")
 
 
-def _closing(result: Any, request: Message) -> Any:
-    """Turn a reply (or failure) into raw bytes that close the connection."""
-    if isinstance(result, Failure):
-        if result.check(defer.CancelledError):
-            return result  # timed out: let the responder say so
-        error = result.value
-        if isinstance(error, HandlerException):
-            result = reply(request.name, error.code, reason_text(str(error)) or error.code)
-        else:
-            _log.failure("handler failed on {request}", result, request=str(request))
-            result = reply(request.name, FAIL,
-                           reason_text(f"internal error: {type(error).__name__}: {error}"))
-    data = bytes(result) if isinstance(result, bytes) else serialize_line(result)
-    return RawReply(data, close_after=True)
-
-
 class SimulatorHandler(DBProtocolHandler):
     """Serves a :class:`BackendSimulator`, applying its injected faults.
 
@@ -392,16 +374,14 @@ class SimulatorHandler(DBProtocolHandler):
         close = faults.take_disconnect(name)
         seconds = faults.delay_for(name)
         if seconds > 0:
-            answer = task.deferLater(self.backend.clock, seconds, self._answer, message)
+            answer: Reply = task.deferLater(self.backend.clock, seconds, self._answer_now, message)
         elif close:
-            answer = defer.maybeDeferred(self._answer, message)
+            answer = defer.maybeDeferred(self._answer_now, message)  # its error too, then close
         else:
-            return self._answer(message)
-        if close:
-            answer.addBoth(_closing, message)
-        return answer
+            answer = self._answer_now(message)
+        return CloseAfter(answer) if close else answer
 
-    def _answer(self, message: Message) -> Reply:
+    def _answer_now(self, message: Message) -> Reply:
         reason = self.backend.faults.failure_for(message.name)
         if reason is not None and message.name in self.commands:
             raise BackendError(reason)

@@ -212,7 +212,7 @@ def format_reply_timestamp(value: Time | float | int | Decimal | Fraction) -> st
     if isinstance(value, float):
         if not 0.0 <= value < _INF:
             raise ValueError(f"invalid timestamp value: {value!r}")
-        return f"{abs(value):.7f}"  # abs() turns -0.0 into 0.0
+        return f"{value + 0.0:.7f}"  # + 0.0 turns -0.0 into 0.0
     if isinstance(value, bool):
         raise ValueError("unsupported timestamp type: bool")
     if isinstance(value, int):

@@ -8,7 +8,10 @@ Starts three servers in subprocesses on loopback:
 * ``format``: the same receiver calling the same in-memory ``Backend``'s
   ``status()`` and writing the reply with one f-string: no parsing, no
   checks, no dispatch (what answering ``?status`` costs at the least);
-* ``ours``: ``DBProtocolHandler`` over that ``Backend``.
+* ``ours``: ``DBProtocolHandler`` over that ``Backend``;
+* ``baseline`` (with ``--baseline DIR``): the same as ``ours``, but with the
+  package imported from the source tree ``DIR`` (e.g. a ``git worktree`` of
+  an earlier commit), to compare two versions in one run.
 
 For several rounds, with all three servers up, it measures:
 
@@ -22,6 +25,7 @@ For several rounds, with all three servers up, it measures:
 and prints the medians and the ratios to the floor.  Usage::
 
     python scripts/benchmark.py [--requests 20000] [--lockstep 2000] [--rounds 3]
+                                [--baseline DIR]
 """
 
 from __future__ import annotations
@@ -49,7 +53,7 @@ def serve(kind: str) -> None:
 
     from discosbackend.backend import Backend
 
-    if kind == "ours":
+    if kind in ("ours", "baseline"):
         from discosbackend import server
         from discosbackend.handlers import DBProtocolHandler
         listening = server.listen(0, DBProtocolHandler(Backend()), interface="127.0.0.1")
@@ -159,23 +163,34 @@ def lockstep(ports: dict[str, int], count: int) -> dict[str, tuple[float, float,
     return results
 
 
-def _start(kind: str) -> tuple[subprocess.Popen, int]:
+def _start(kind: str, baseline: str | None) -> tuple[subprocess.Popen, int]:
+    environment = dict(os.environ)
+    if kind == "baseline" and baseline:
+        # First on the path: the baseline tree's package, not the installed one.
+        environment["PYTHONPATH"] = os.pathsep.join(
+            filter(None, [os.path.abspath(baseline), environment.get("PYTHONPATH")]))
     process = subprocess.Popen(  # pylint: disable=consider-using-with  # lives across rounds
-        [sys.executable, __file__, "--serve", kind], stdout=subprocess.PIPE, text=True)
+        [sys.executable, __file__, "--serve", kind], stdout=subprocess.PIPE, text=True,
+        env=environment)
     return process, int(process.stdout.readline())
 
 
-KINDS = ("floor", "format", "ours")
+KINDS = ("floor", "format", "ours", "baseline")
+
+
+def _kinds(options: argparse.Namespace) -> tuple[str, ...]:
+    return KINDS if options.baseline else KINDS[:-1]
 
 
 def _round(options: argparse.Namespace, number: int) -> dict[str, dict[str, float]]:
     """One round: all servers up; pipelined one by one, then lockstep in turns."""
-    started = {kind: _start(kind) for kind in KINDS}
+    kinds = _kinds(options)
+    started = {kind: _start(kind, options.baseline) for kind in kinds}
     ports = {kind: port for kind, (_, port) in started.items()}
     results: dict[str, dict[str, float]] = {}
     try:
         lockstep(ports, 100)  # warm up
-        order = KINDS[number % len(KINDS):] + KINDS[:number % len(KINDS)]
+        order = kinds[number % len(kinds):] + kinds[:number % len(kinds)]
         for kind in order:
             process = started[kind][0]
             cpu_before = _cpu_seconds(process.pid)
@@ -200,6 +215,9 @@ def main() -> None:
     parser.add_argument("--lockstep", type=int, default=2000,
                         help="lockstep requests per server (default 2000)")
     parser.add_argument("--rounds", type=int, default=3, help="rounds (default 3)")
+    parser.add_argument("--baseline", metavar="DIR",
+                        help="also measure the package from this source tree (e.g. a git "
+                             "worktree of an earlier commit) as 'baseline'")
     parser.add_argument("--serve", choices=KINDS, help=argparse.SUPPRESS)
     options = parser.parse_args()
     if options.serve:
@@ -212,17 +230,20 @@ def main() -> None:
           f"{options.lockstep} lockstep each, median of {options.rounds} rounds")
     print(f"{'':8} {'pipelined req/s':>16} {'p50 us':>9} {'p99 us':>9} {'cpu us/req':>11}"
           f" {'errors':>7}")
-    for kind in KINDS:
+    kinds = _kinds(options)
+    for kind in kinds:
         print(f"{kind:8} {median(kind, 'rate'):16,.0f} {median(kind, 'p50'):9.1f}"
               f" {median(kind, 'p99'):9.1f} {median(kind, 'cpu_us'):11.2f}"
               f" {sum(r[kind]['errors'] for r in rounds):7.0f}")
-    for kind in ("format", "ours"):
-        throughput = median(kind, "rate") / median("floor", "rate")
-        latency = median(kind, "p50") / median("floor", "p50")
-        cpu = median(kind, "cpu_us") / median("floor", "cpu_us")
-        target = " (targets: throughput >= 0.5, p50 <= 1.1)" if kind == "ours" else ""
-        print(f"ratios {kind}/floor: throughput {throughput:.2f}x, lockstep p50 {latency:.2f}x,"
-              f" cpu/request {cpu:.2f}x{target}")
+    pairs = [(kind, "floor") for kind in kinds[1:]]
+    if options.baseline:
+        pairs.append(("ours", "baseline"))
+    for kind, reference in pairs:
+        throughput = median(kind, "rate") / median(reference, "rate")
+        latency = median(kind, "p50") / median(reference, "p50")
+        cpu = median(kind, "cpu_us") / median(reference, "cpu_us")
+        print(f"ratios {kind}/{reference}: throughput {throughput:.2f}x, lockstep p50"
+              f" {latency:.2f}x, cpu/request {cpu:.2f}x")
 
 
 if __name__ == "__main__":

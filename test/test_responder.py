@@ -13,7 +13,8 @@ from discosbackend.errors import BackendError, HandlerException
 from discosbackend.grammar import Message, ok, parse_line, request
 from discosbackend.handlers import (AlwaysFailHandler, AlwaysOkHandler, AlwaysRaiseHandler,
                                     DBProtocolHandler, Handler)
-from discosbackend.responder import RawReply, Responder, name_of
+from discosbackend.grammar import name_of
+from discosbackend.responder import RawReply, Responder
 
 
 class Hardware(Backend):
@@ -188,36 +189,7 @@ def test_reply_reasons_keep_every_reply_grammatical():
     assert parse_line(data).arguments == ["line one; line two ; done"]
 
 
-# -- routes: asked once per name -------------------------------------------------
-
-class Counting(AlwaysOkHandler):
-    """Counts how often the responder asks for a route."""
-
-    def __init__(self):
-        self.asked: list[str] = []
-
-    def route(self, name):
-        self.asked.append(name)
-        return super().route(name)
-
-
-def test_a_route_is_asked_for_once_per_name():
-    handler = Counting()
-    responder = Responder(handler)
-    for line in (b"?a", b"?a,1", b"?b", b"?a,2,3", b"!a,ok", b"?b,x\\,y"):
-        answer(responder, line)
-    assert handler.asked == ["a", "b"]
-    assert answer(responder, b"?b,x\\,y") == b"!b,ok,x\\,y\r\n"
-
-
-def test_the_route_cache_starts_again_when_full(monkeypatch):
-    monkeypatch.setattr("discosbackend.responder._ROUTES_KEPT", 2)
-    handler = Counting()
-    responder = Responder(handler)
-    for line in (b"?a", b"?b", b"?c", b"?a", b"?c"):
-        assert answer(responder, line) == b"!" + line[1:] + b",ok\r\n"
-    assert handler.asked == ["a", "b", "c", "a"]
-
+# -- the same line always gets the same answer -----------------------------------
 
 @pytest.mark.parametrize("line, reply", [
     (b"?set-filename,bad\\q", b"!set-filename,invalid,unknown escape \\\\q in argument 1"),
@@ -234,7 +206,7 @@ def test_known_names_still_get_their_arguments_checked(responder, line, reply):
 @given(st.lists(st.binary(max_size=12).map(lambda tail: b"?" + tail) | st.sampled_from(
     [b"?a", b"?a\r", b"?a,x\r", b"?a,\\,", b"?a,\\q", b"?a,\x00", b"!a,ok", b"?a-1,\xff"]),
     min_size=1, max_size=6))
-def test_a_learned_route_answers_as_the_first_parse_did(lines):
+def test_a_line_seen_before_is_answered_as_the_first_time(lines):
     fresh = [answer(Responder(AlwaysOkHandler()), line) for line in lines]
     warmed = Responder(AlwaysOkHandler())
     for line in lines:

@@ -516,10 +516,11 @@ def test_close_fault_after_a_failure(wire: Wire) -> None:
     assert wire.transport.disconnecting
 
 
-def test_close_fault_after_an_internal_error(wire: Wire) -> None:
+def test_close_fault_after_an_internal_error(sim: BackendSimulator, clock: task.Clock) -> None:
     def broken() -> None:
         raise RuntimeError("oops")
-    wire.sim.get_rms = broken  # type: ignore[method-assign]
+    sim.get_rms = broken  # type: ignore[method-assign]
+    wire = Wire(sim, clock)  # the handler looks methods up when it is made
     wire.sim.faults.close_after_next()
     assert wire.ask("?get-rms") == "!get-rms,fail,internal error: RuntimeError: oops"
     assert wire.transport.disconnecting

@@ -14,13 +14,12 @@ import os
 import re
 import sys
 from dataclasses import dataclass
-from typing import Any, TextIO
+from typing import Any, NoReturn, TextIO
 
-from twisted.internet import defer
 from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
 from twisted.internet.error import CannotListenError
 from twisted.internet.interfaces import IListeningPort
-from twisted.logger import (FilteringLogObserver, Logger, LogLevel, LogLevelFilterPredicate,
+from twisted.logger import (FilteringLogObserver, LogLevel, LogLevelFilterPredicate,
                             PredicateResult, globalLogBeginner, textFileLogObserver)
 from twisted.python.failure import Failure
 
@@ -44,7 +43,6 @@ _AUTO = "auto"
 _OFF = ("none", "off")
 _TCP_PORT_RE = re.compile(r"tcp6?:(?:port=)?([0-9]+)(?::|$)")
 _METHODS = tuple(command.method for command in COMMANDS.values() if command.method)
-_log = Logger()
 
 
 def _port(text: str) -> int:
@@ -270,56 +268,34 @@ def serve(setup: Setup, reactor: Any = None, out: TextIO | None = None) -> int:
     Prints the "serving" line to ``out`` (stdout) once listening.  Raises
     :class:`CommandLineError` if an endpoint is bad or cannot be bound.
     """
-    if reactor is None:
-        from twisted.internet import reactor as default_reactor
-        reactor = default_reactor
     out = out if out is not None else sys.stdout
     wanted = [(setup.public, setup.handler, setup.timeout)]
     if setup.control is not None and setup.control_handler is not None:
         wanted.append((setup.control, setup.control_handler, None))
-    starting = []
+    listening = []
     for description, handler, timeout in wanted:
         try:
-            starting.append(server.listen(description, handler, max_line=setup.max_line,
-                                          timeout=timeout, log_requests=setup.verbose,
-                                          reactor=reactor))
+            starting = server.listen(description, handler, max_line=setup.max_line,
+                                     timeout=timeout, log_requests=setup.verbose,
+                                     reactor=reactor)
         except ValueError as error:
             raise CommandLineError(f"bad endpoint {description!r}: {error}") from None
-    ports: list[IListeningPort] = []
-    problems: list[str] = []
+        listening.append(starting.addErrback(_cannot_listen, description))
 
-    def one_failed(failure: Failure, description: str) -> None:
-        problems.append(_listen_error(failure, description))
-
-    for (description, _, _), deferred in zip(wanted, starting):
-        deferred.addCallbacks(ports.append, one_failed, errbackArgs=(description,))
-
-    def listening(_: Any) -> None:
-        if problems:
-            for port in ports:
-                port.stopListening()
-            if reactor.running:
-                reactor.stop()
-            return
+    def ready(ports: list[IListeningPort]) -> None:
         line = (f"discos-backend: serving {setup.describe()} on "
                 f"{describe_address(ports[0].getHost())}")
         if len(ports) > 1:
             line += f"; control on {describe_address(ports[1].getHost())}"
         print(line, file=out, flush=True)
         _begin_logging(setup.verbose)
-        reactor.addSystemEventTrigger("before", "shutdown", _stop_all, ports)
 
-    defer.DeferredList(starting).addCallback(listening)
-    if not problems:
-        reactor.run()
-    if problems:
-        raise CommandLineError(problems[0])
+    server.run_until_stopped(listening, ready=ready, reactor=reactor)
     return 0
 
 
-def _stop_all(ports: list[IListeningPort]) -> defer.Deferred:
-    _log.info("stopping")
-    return defer.gatherResults([server.stop(port) for port in ports])
+def _cannot_listen(failure: Failure, description: str) -> NoReturn:
+    raise CommandLineError(_listen_error(failure, description))
 
 
 def run(args: argparse.Namespace) -> int:

@@ -27,6 +27,7 @@ import unittest
 from typing import Any, Collection, TypeVar
 
 from twisted.internet import defer
+from twisted.internet.address import IPv4Address
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -178,7 +179,9 @@ class BackendTestCase(SynchronousTestCase):
                    else DBProtocolHandler(self.backend))
         port = wait_for(server.listen(0, handler, interface=LOOPBACK))
         self.addCleanup(lambda: wait_for(server.stop(port)))
-        self.where = Address(host=LOOPBACK, port=port.getHost().port)
+        host = port.getHost()
+        assert isinstance(host, IPv4Address)  # listening on LOOPBACK
+        self.where = Address(host=LOOPBACK, port=host.port)
 
     def run_check(self, name: str) -> None:
         """Run the check called ``name`` against the backend (what each test does)."""

@@ -1,11 +1,12 @@
 """Handlers: what the server does with each parsed request.
 
-A :class:`Handler` answers a request :class:`~discosbackend.grammar.Message`.
-:class:`DBProtocolHandler` is the real one: when it is made, it builds one
-*route* per command of :mod:`discosbackend.commands` — check the arguments,
-call the backend's method, format its result as the reply's wire bytes —
-and each request then takes its command's route.  The other handlers are
-for debugging and tests.
+A :class:`Handler` answers a request :class:`~discosbackend.grammar.Message`,
+or straight from its arguments through one of its :attr:`~Handler.routes`.
+:class:`DBProtocolHandler` is the real one: when it is made, it prepares one
+answer per command of :mod:`discosbackend.commands` — check the arguments,
+call the backend's method, write its result as the reply's wire bytes —
+and publishes them as its routes.  The other handlers are for debugging
+and tests.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ Reply = Union[Message, bytes, "CloseAfter", Deferred]
 #: :meth:`Handler.handle` gives it (:class:`DBProtocolHandler`'s give the
 #: wire bytes, now or later).
 Route = Callable[[list[str]], Reply]
+
 
 class RawReply(bytes):
     """Bytes a handler wants written exactly as they are, for fault injection.
@@ -154,14 +156,14 @@ class DBProtocolHandler(Handler):
             closer()
 
     def handle(self, message: Message) -> Reply:
-        """The answer to ``message``: wire bytes or a Deferred of them; unknown
-        commands are ``invalid``."""
+        """The reply's wire bytes, or a Deferred of them; an unknown command is ``invalid``."""
         answer = self._answers.get(message.name)
         if answer is None:
             raise InvalidRequest(f"unknown command {message.name!r}")
         return answer(message.arguments)
 
     def _handle_request(self, name: str, arguments: list[str]) -> Reply:
+        """A route that leads through :meth:`handle`."""
         return self.handle(request(name, *arguments))
 
     def _answer(self, command: Command) -> Callable[[list[str]], bytes | Deferred[bytes]]:
@@ -182,10 +184,10 @@ class DBProtocolHandler(Handler):
         # A backend written for 1.4 may take fewer optional values than the
         # command has (get_tpi(self)): pass it only as many as it takes.
         limit = _positional_limit(method)
-        if limit is not None and limit >= len(command.arguments):
-            limit = None
-        elif limit is not None:
+        if limit is not None and limit < len(command.arguments):
             limit = max(limit, command.required)
+        else:
+            limit = None  # it takes them all
         takes_arguments = bool(command.arguments)
 
         def answer(arguments: list[str]) -> bytes | Deferred[bytes]:

@@ -4,8 +4,7 @@
 reply bytes: it parses the line, hands requests to a
 :class:`~discosbackend.handlers.Handler`, applies the optional per-request
 timeout, checks the handler's answer, and maps every error to a ``fail`` or
-``invalid`` reply (PROTOCOL.md section 3).  Whatever happens, each line gets
-one grammatical reply.
+``invalid`` reply.  Whatever happens, each line gets one grammatical reply.
 """
 
 from __future__ import annotations

@@ -840,3 +840,37 @@ def test_without_a_line_end_a_trailing_cr_is_a_control_character():
         parse_message("?a,x\r", line_end=False)
     with pytest.raises(GrammarException):
         parse_message("?a\r", line_end=False)
+
+
+# -- the request path's helpers: Message checks, name_of, parse_line's line end ----
+
+@pytest.mark.parametrize("name", [["status"], None, b"status", 7])
+def test_a_name_that_is_not_a_str_is_a_grammar_error(name):
+    with pytest.raises(GrammarException, match="^bad name"):
+        Message("?", name)
+
+
+@pytest.mark.parametrize("line, name", [
+    pytest.param(b"?status", "status", id="valid-name"),
+    pytest.param(b"?get-tpi,0,0", "get-tpi", id="name-with-arguments"),
+    pytest.param(b"?set-filename,/" + b"x" * 500, "set-filename", id="long-arguments"),
+    pytest.param(b"?" + b"a" * (grammar.NAME_PREFIX - 2), "a" * (grammar.NAME_PREFIX - 2),
+                 id="longest-name-without-comma"),
+    pytest.param(b"?" + b"a" * (grammar.NAME_PREFIX - 1), "undefined",
+                 id="no-comma-within-prefix"),
+    pytest.param(b"?" + b"a" * grammar.NAME_PREFIX + b",x", "undefined",
+                 id="comma-beyond-prefix"),
+    pytest.param(b"?caf\xc3\xa9", "undefined", id="non-ascii"),
+    pytest.param(b"?st\xffatus,1", "undefined", id="non-utf8"),
+    pytest.param(b"?9lives", "undefined", id="bad-name"),
+    pytest.param(b"", "undefined", id="empty"),
+])
+def test_name_of(line, name):
+    assert grammar.name_of(line) == name
+
+
+def test_parse_line_keeps_a_trailing_cr_without_a_line_end():
+    with pytest.raises(GrammarException):
+        parse_line(b"?a\r", line_end=False)
+    assert parse_line(b"?a\r\n") == request("a")
+    assert parse_line(b"?a\r") == request("a")  # line_end=True: the CR is the line end

@@ -2,6 +2,7 @@
 
 import re
 import time as time_module
+from types import MappingProxyType
 
 import pytest
 from astropy.time import Time
@@ -17,6 +18,7 @@ from discosbackend.errors import (ArgumentError, BackendError, InvalidRequest,
 from discosbackend.grammar import FAIL, INVALID, Message, parse_message, serialize_line
 from discosbackend.handlers import (AlwaysFailHandler, AlwaysOkHandler, AlwaysRaiseHandler,
                                     DBProtocolHandler, Handler, HandlerException)
+from discosbackend.responder import Responder
 from discosbackend.timediscos import acs_to_time, time_to_acs
 
 NOW = 1_700_000_000
@@ -661,3 +663,60 @@ def test_a_subclass_that_overrides_handle_is_answered_through_it(backend):
     answer = Renaming(backend).handle(parse_message("?status"))
     assert str(answer) == "!status,fail,renamed"
     assert not backend.calls
+
+
+def test_a_subclass_that_overrides_handle_sees_known_commands_when_served(backend):
+    seen = []
+
+    class Rewriting(DBProtocolHandler):
+        def handle(self, message):
+            seen.append(message)
+            if message.name == "status":
+                return Message("!", "status", "fail", ["rewritten"])
+            return super().handle(message)
+
+    responder = Responder(Rewriting(backend))
+    assert responder.respond(b"?status") == b"!status,fail,rewritten\r\n"
+    assert responder.respond(b"?get-tpi,1500,0") == b"!get-tpi,ok,903.21,1240.57\r\n"
+    assert seen == [parse_message("?status"), parse_message("?get-tpi,1500,0")]
+    assert backend.calls == [("get_tpi", (1500.0, None))]
+
+
+def test_a_plain_handlers_routes_are_its_answers_not_handle(handler):
+    def unexpected(message):
+        raise AssertionError("handle called")
+    handler.handle = unexpected  # an instance attribute: the routes do not lead here
+    assert handler.routes["get-integration"]([]) == b"!get-integration,ok,40\r\n"
+    assert handler.routes["version"]([]) == b"!version,ok,1.4\r\n"
+
+
+def test_routes_are_read_only(handler):
+    assert isinstance(handler.routes, MappingProxyType)
+    with pytest.raises(TypeError):
+        handler.routes["status"] = lambda arguments: b"!status,ok\r\n"
+    with pytest.raises(TypeError):
+        del handler.routes["status"]
+    assert isinstance(Handler.routes, MappingProxyType) and not Handler.routes
+
+
+class LateShapeBackend(Backend):
+    """Answers later with two values where three (status) or one (time) are due."""
+
+    def status(self):
+        return succeed((NOW, "ok"))
+
+    async def time(self):
+        return (NOW, NOW)
+
+
+@pytest.mark.parametrize("name, result", [
+    ("status", (NOW, "ok")),  # from a Deferred
+    ("time", (NOW, NOW)),  # from a coroutine
+])
+def test_a_late_result_of_the_wrong_shape_is_a_reply_shape_error(name, result):
+    answer = DBProtocolHandler(LateShapeBackend(make_clock())).routes[name]([])
+    assert isinstance(answer, Deferred)
+    with pytest.raises(ReplyShapeError, match=f"^backend returned 2 values for {name}:") \
+            as caught:
+        fired(answer)
+    assert caught.value.result == result

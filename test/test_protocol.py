@@ -348,3 +348,78 @@ def test_an_overlong_line_among_short_ones_keeps_the_order(clock):
     protocol.dataReceived(b"?a\r\n?long," + b"x" * 20 + b"\r\n?b\r\n")
     assert lines(transport) == [b"!a,ok", b"!long,invalid,line too long: over 16 bytes",
                                 b"!b,ok"]
+
+
+class CountingTransport(StringTransport):
+    """A StringTransport that counts its write calls."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.writes = 0
+
+    def write(self, data: bytes) -> None:
+        self.writes += 1
+        super().write(data)
+
+
+@pytest.mark.parametrize("later_delay", [0, 1, 2])  # ready at once, with, or after bye
+def test_after_a_late_closing_reply_nothing_more_is_written(clock, later_delay):
+    class Late(Handler):
+        def handle(self, message):
+            if message.name == "bye":
+                return task.deferLater(clock, 1, RawReply, b"!bye,ok\r\n", True)
+            if message.name == "after" and later_delay:
+                return task.deferLater(clock, later_delay, ok, message.name)
+            return ok(message.name)
+    protocol, transport, _ = connect(Late(), clock)
+    transport.clear()
+    protocol.dataReceived(b"?bye\n?after\n")
+    clock.advance(1)
+    assert transport.value() == b"!bye,ok\r\n"
+    assert transport.disconnecting
+    clock.advance(1)
+    assert transport.value() == b"!bye,ok\r\n"
+
+
+def test_the_replies_to_one_packet_are_written_in_one_call(clock):
+    factory = DBProtocolFactory(DBProtocolHandler(Backend(clock)), clock=clock)
+    protocol = factory.buildProtocol(None)
+    transport = CountingTransport()
+    protocol.makeConnection(transport)
+    assert transport.writes == 1  # the greeting
+    protocol.dataReceived(b"?status\r\n?version\n?nope\ngarbage\n?status,1\n" * 20)
+    assert transport.writes == 2
+    assert len(lines(transport)) == 1 + 100
+    protocol.dataReceived(b"?version\n?ver")  # a line and a half: one write again
+    assert transport.writes == 3
+
+
+def test_a_packet_that_answers_nothing_writes_nothing(clock):
+    factory = DBProtocolFactory(AlwaysOkHandler(), clock=clock)
+    protocol = factory.buildProtocol(None)
+    transport = CountingTransport()
+    protocol.makeConnection(transport)
+    protocol.dataReceived(b"?partial,line")
+    assert transport.writes == 1  # the greeting only
+
+
+@pytest.mark.parametrize("chunks", [
+    [b"?x," + b"a" * 97 + b"\r\n"],
+    [b"?x," + b"a" * 97 + b"\r", b"\n"],
+], ids=["one-packet", "cr-then-lf"])
+def test_a_line_at_the_limit_plus_its_cr_is_accepted(clock, chunks):
+    protocol, transport, _ = connect(AlwaysOkHandler(), clock, max_line=100)
+    transport.clear()
+    assert len(chunks[0].rstrip(b"\r\n")) == 100
+    for chunk in chunks:
+        protocol.dataReceived(chunk)
+    assert lines(transport) == [b"!x,ok," + b"a" * 97]
+
+
+def test_a_line_one_over_the_limit_is_too_long_even_before_its_end(clock):
+    protocol, transport, _ = connect(AlwaysOkHandler(), clock, max_line=100)
+    transport.clear()
+    protocol.dataReceived(b"?x," + b"a" * 98 + b"\r")  # 101 bytes and a CR: no LF needed
+    assert lines(transport) == [b"!x,invalid,line too long: over 100 bytes"]
+    protocol.dataReceived(b"\n?y\n")
+    assert lines(transport) == [b"!x,invalid,line too long: over 100 bytes", b"!y,ok"]

@@ -6,13 +6,16 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from twisted.internet import defer, task
-from twisted.logger import globalLogPublisher
+from twisted.logger import LogLevel, globalLogPublisher
+
+from types import MappingProxyType
 
 from discosbackend.backend import Backend
+from discosbackend.commands import COMMANDS
 from discosbackend.errors import BackendError, HandlerException
 from discosbackend.grammar import Message, ok, parse_line, request
 from discosbackend.handlers import (AlwaysFailHandler, AlwaysOkHandler, AlwaysRaiseHandler,
-                                    DBProtocolHandler, Handler)
+                                    CloseAfter, DBProtocolHandler, Handler)
 from discosbackend.grammar import name_of
 from discosbackend.responder import RawReply, Responder
 
@@ -212,3 +215,108 @@ def test_a_line_seen_before_is_answered_as_the_first_time(lines):
     for line in lines:
         answer(warmed, line)
     assert [answer(warmed, line) for line in lines] == fresh
+
+
+# -- the request path: routes, the backend's bad results, CloseAfter --------------
+
+class TwoValueStatus(Backend):
+    """Answers status (now) and time (later) with two values each."""
+
+    def status(self):
+        return (1_700_000_000.0, "ok")
+
+    def time(self):
+        return defer.succeed((1.0, 2.0))
+
+
+@pytest.mark.parametrize("line, reply, result", [
+    (b"?status", b"!status,fail,backend returned 2 values for status: "
+                 b"expected timestamp status acquiring\r\n", (1_700_000_000.0, "ok")),
+    (b"?time", b"!time,fail,backend returned 2 values for time: expected timestamp\r\n",
+     (1.0, 2.0)),
+])
+def test_reply_shape_error_is_a_fail_logged_as_an_error(clock, logged, line, reply, result):
+    assert answer(Responder(DBProtocolHandler(TwoValueStatus(clock))), line) == reply
+    events = [event for event in logged
+              if event.get("log_format", "").startswith("backend answered {request}")]
+    assert len(events) == 1
+    assert events[0]["log_level"] == LogLevel.error
+    assert events[0]["result"] == result
+    assert not [event for event in logged if event.get("log_failure")]  # no traceback
+
+
+def test_unknown_commands_are_invalid_every_time_and_not_remembered(responder):
+    before = len(responder._routes)  # pylint: disable=protected-access
+    for number in range(50):
+        assert answer(responder, b"?frobnicate-%d" % number) == (
+            b"!frobnicate-%d,invalid,unknown command 'frobnicate-%d'\r\n" % (number, number))
+    assert answer(responder, b"?frobnicate-0") == (
+        b"!frobnicate-0,invalid,unknown command 'frobnicate-0'\r\n")
+    assert len(responder._routes) == before  # pylint: disable=protected-access
+
+
+class Closing(Handler):
+    """Closes after its reply: ``bye`` with wire bytes, ``broken`` with a failure."""
+
+    def handle(self, message):
+        if message.name == "bye":
+            return CloseAfter(b"!bye,ok\r\n")
+        if message.name == "bye-message":
+            return CloseAfter(ok("bye-message"))
+        return CloseAfter(defer.fail(BackendError("hardware-error")))
+
+
+@pytest.mark.parametrize("line, reply", [
+    (b"?bye", b"!bye,ok\r\n"),
+    (b"?bye-message", b"!bye-message,ok\r\n"),
+    (b"?broken", b"!broken,fail,hardware-error\r\n"),
+])
+def test_close_after_gives_a_raw_reply_that_closes(line, reply):
+    data = answer(Responder(Closing()), line)
+    assert isinstance(data, RawReply) and data.close_after
+    assert data == reply
+
+
+def test_a_handler_without_routes_answers_known_names_through_handle():
+    handler = AlwaysOkHandler()
+    assert not handler.routes
+    assert answer(Responder(handler), b"?status,1") == b"!status,ok,1\r\n"
+
+
+def test_a_routed_name_followed_by_cr_is_invalid(responder):
+    assert answer(responder, b"?status").startswith(b"!status,ok,")
+    data = answer(responder, b"?status\r")
+    assert data.startswith(b"!undefined,invalid,bad name")
+    parse_line(data)
+
+
+def test_an_empty_argument_list_takes_the_route_and_fails(clock):
+    handler = DBProtocolHandler(Hardware(clock))
+
+    def unexpected(message):
+        raise AssertionError("handle called")
+    handler.handle = unexpected  # the route does not lead here
+    assert answer(Responder(handler), b"?status,") == (
+        b"!status,fail,status takes no arguments (got 1)\r\n")
+
+
+class _Unrouted(DBProtocolHandler):
+    """The same handler with no routes: every line is parsed and handled."""
+
+    def __init__(self, backend):
+        super().__init__(backend)
+        self.routes = MappingProxyType({})
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.sampled_from(sorted(COMMANDS)),
+       st.lists(st.sampled_from(["", "0", "1", "-1", "1.5", "*", "SK00", "\\,", "\\q", "\\",
+                                 "\x00", "\r", "\t", "a b", "\xff", "1e999"]), max_size=8),
+       st.sampled_from([b"", b",", b"\r", b"x"]))
+def test_a_routed_line_is_answered_as_a_parsed_one(name, arguments, tail):
+    clock = task.Clock()
+    clock.advance(1_700_000_000)
+    line = ",".join(["?" + name] + arguments).encode("utf-8", "surrogateescape") + tail
+    routed = Responder(DBProtocolHandler(Hardware(clock)), clock=clock)
+    parsed = Responder(_Unrouted(Hardware(clock)), clock=clock)
+    assert answer(routed, line) == answer(parsed, line)

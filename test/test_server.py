@@ -15,6 +15,7 @@ from twisted.internet import defer, reactor
 from twisted.internet.endpoints import TCP4ClientEndpoint, UNIXClientEndpoint, connectProtocol
 from twisted.internet.error import CannotListenError
 from twisted.internet.protocol import Protocol
+from twisted.internet.testing import MemoryReactorClock
 
 from discosbackend import server
 from discosbackend.backend import Backend
@@ -301,3 +302,59 @@ def test_run_server_raises_when_it_cannot_listen():
         _, err = process.communicate(timeout=20)
     assert process.returncode != 0
     assert "CannotListenError" in err
+
+
+# -- run_until_stopped on a MemoryReactorClock: no sockets, no real reactor -------
+
+class FakePort:
+    """Records stopListening calls."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.stopped = 0
+
+    def stopListening(self) -> None:  # pylint: disable=invalid-name
+        self.stopped += 1
+
+
+def test_run_until_stopped_passes_the_ports_in_order_and_stops_them_on_shutdown():
+    fake = MemoryReactorClock()
+    first, second = defer.Deferred(), defer.Deferred()
+    ports = [FakePort("first"), FakePort("second")]
+    fake.callWhenRunning(second.callback, ports[1])  # the second listens first
+    fake.callWhenRunning(first.callback, ports[0])
+    readied = []
+    server.run_until_stopped([first, second], ready=readied.append, reactor=fake)
+    assert fake.hasRun
+    assert readied == [ports]
+    triggers = fake.triggers["before"]["shutdown"]
+    assert len(triggers) == 1
+    assert triggers[0][1] == (ports,)
+    assert not any(port.stopped for port in ports)
+
+
+def test_run_until_stopped_stops_the_others_and_raises_when_one_cannot_listen():
+    fake = MemoryReactorClock()
+    port = FakePort("first")
+    error = CannotListenError("127.0.0.1", 8978, OSError("in use"))
+    readied = []
+    with pytest.raises(CannotListenError) as caught:
+        server.run_until_stopped([defer.succeed(port), defer.fail(error)],
+                                 ready=readied.append, reactor=fake)
+    assert caught.value is error
+    assert port.stopped == 1
+    assert not fake.hasRun
+    assert not readied
+    assert not fake.triggers
+
+
+def test_run_until_stopped_raises_the_first_failure_when_failing_while_running():
+    fake = MemoryReactorClock()
+    first, second = defer.Deferred(), defer.Deferred()
+    errors = [CannotListenError("a", 1, OSError("one")), CannotListenError("b", 2, OSError("two"))]
+    fake.callWhenRunning(second.errback, errors[1])
+    fake.callWhenRunning(first.errback, errors[0])
+    with pytest.raises(CannotListenError) as caught:
+        server.run_until_stopped([first, second], ready=lambda ports: None, reactor=fake)
+    assert caught.value is errors[0]  # first in the order given, not in time
+    assert fake.hasRun and fake.hasStopped

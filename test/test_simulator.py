@@ -595,3 +595,12 @@ def test_control_over_the_protocol(sim: BackendSimulator) -> None:
         "!nosuch,invalid,unknown command 'nosuch': use one of clear delay disconnect fail "
         "faults garbage status-word version",
         "!delay,fail,unknown command 'x'", ""]
+
+
+def test_close_fault_with_a_fail_fault_replies_fail_then_closes(wire: Wire) -> None:
+    wire.sim.faults.fail("status", "hardware-error")
+    wire.sim.faults.close_after_next()
+    wire.send("?status", "?time")  # one packet: the line after the close gets no reply
+    assert wire.take() == ["!status,fail,hardware-error"]
+    assert wire.transport.disconnecting
+    assert wire.sim.faults.active() == ["fail:status:hardware-error"]

@@ -123,17 +123,18 @@ class DBProtocol(LineOnlyReceiver):
         lines = (self._buffer + data).split(b"\n")
         self._buffer = lines.pop()
         self._batch = []
+        limit = self.MAX_LENGTH
         try:
             for line in lines:
                 if self._closing:
                     return  # a reply closed the connection: ignore what followed
-                if line[-1:] == b"\r":
+                if line.endswith(b"\r"):
                     line = line[:-1]
-                if len(line) > self.MAX_LENGTH:
+                if len(line) > limit:
                     self.lineLengthExceeded(line)
                 else:
                     self.lineReceived(line)
-            if len(self._buffer) > self.MAX_LENGTH + 1:  # + 1: it may end in the CR
+            if len(self._buffer) > limit + 1:  # + 1: it may end in the CR
                 self.lineLengthExceeded(self._buffer)
                 self._buffer = b""
                 self._discarding = True

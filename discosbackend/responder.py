@@ -36,6 +36,14 @@ def _error_reply(name: str, code: str, reason: str) -> bytes:
     return serialize_line(reply(name, code, reason_text(reason) or code))
 
 
+def _parse_request(line: bytes) -> Message:
+    """The request ``line`` holds; raises :class:`GrammarException` if it holds none."""
+    message = parse_line(line, line_end=False)
+    if not message.is_request():
+        raise GrammarException("requests must start with '?'", message.name)
+    return message
+
+
 def _shown(line: bytes) -> str:
     """A received line as text, for the log."""
     return line.decode(ENCODING, "replace")
@@ -72,10 +80,25 @@ class Responder:
         return data
 
     def respond(self, line: bytes) -> ReplyBytes:
-        """The reply to ``line`` (without its line end): bytes, or a Deferred of them."""
+        """The reply to ``line`` (without its line end): bytes, or a Deferred of them.
+
+        A line that starts with a routed ``?name`` goes to that route with its
+        unescaped arguments; any other is parsed in full and, if it is a
+        request, goes to the handler's ``handle``.
+        """
         reply: ReplyBytes
+        answer: Callable[[Any], Reply]  # a route, given arguments; or handle, given a message
+        request: Any  # list[str] for a route, Message for handle
+        head, comma, rest = line.partition(b",")
+        routed = self._routes.get(head)
         try:
-            name, answer, request = self._request(line)
+            if routed is None:
+                message = _parse_request(line)
+                name, answer, request = message.name, self.handler.handle, message
+            else:
+                name, answer = routed
+                request = split_arguments(rest.decode(ENCODING, ENCODING_ERRORS),
+                                          name) if comma else []
         except GrammarException as error:
             reply = _error_reply(error.name or UNDEFINED_NAME, INVALID, error.reason)
         else:
@@ -89,26 +112,6 @@ class Responder:
         if self.log_requests:
             self._log_exchange(line, reply)
         return reply
-
-    def _request(self, line: bytes) -> tuple[str, Callable[[Any], Reply], Any]:
-        """What answers the request ``line``: its name, a function, and its argument.
-
-        That is the name's route and the unescaped arguments when the line
-        starts with a routed ``?name``; else the handler's ``handle`` and the
-        parsed message.  Raises :class:`GrammarException` for a line that is
-        not a well-formed request.
-        """
-        head, comma, rest = line.partition(b",")
-        routed = self._routes.get(head)
-        if routed is not None:
-            name, route = routed
-            arguments = split_arguments(rest.decode(ENCODING, ENCODING_ERRORS),
-                                        name) if comma else []
-            return name, route, arguments
-        message = parse_line(line, line_end=False)
-        if not message.is_request():
-            raise GrammarException("requests must start with '?'", message.name)
-        return message.name, self.handler.handle, message
 
     @staticmethod
     def _log_exchange(line: bytes, reply: ReplyBytes) -> None:

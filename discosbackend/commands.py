@@ -12,6 +12,7 @@ Backends add their own commands with the :func:`command` decorator.
 from __future__ import annotations
 
 import math
+import numbers
 import re
 from operator import call
 from dataclasses import dataclass, field
@@ -34,22 +35,34 @@ UNCHANGED = "*"
 VERSION = "version"
 
 _INTEGER_RE = re.compile(r"-?[0-9]+")
+# Text a reply cannot carry: control characters but TAB (which is escaped),
+# and lone surrogates, but for those that stand for undecodable bytes.
+_UNSENDABLE_RE = re.compile("[\x00-\x08\x0a-\x1f\x7f\ud800-\udc7f\udd00-\udfff]")
 _FLOAT_RE = re.compile(r"[-+]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][-+]?[0-9]+)?")
 _REASON_LIMIT = 200
+_REASON_BYTES = 300
+_BREAKS_RE = re.compile(r"[\s\x00-\x1f\x7f]+")
+_SURROGATE_RE = re.compile("[\ud800-\udfff]")
+_SHOWN_VALUE = 60
 T = TypeVar("T")
 
 
-def reason_text(text: str) -> str:
+def reason_text(text: object) -> str:
     """Make ``text`` safe as a reply reason: one line, no commas, short.
 
     The real DISCOS client splits replies on every comma and keeps only the
-    first word of a reason, so commas become ``;`` and whitespace runs (and
-    control characters) become one space.
+    first word of a reason, and reads a reply into a 512-byte buffer: commas
+    become ``;``, whitespace runs and control characters one space, lone
+    surrogates ``?``, and a reason longer than 200 characters is cut, ending
+    in ``…``.
     """
-    cleaned = " ".join("".join(" " if ord(c) < 32 or c == "\x7f" else c
-                               for c in str(text)).split()).replace(",", ";")
+    cleaned = str(text)[:_REASON_LIMIT + 1]  # what could be kept, and one more
+    cleaned = _BREAKS_RE.sub(" ", _SURROGATE_RE.sub("?", cleaned)).strip().replace(",", ";")
     if len(cleaned) > _REASON_LIMIT:
-        cleaned = cleaned[:_REASON_LIMIT - 3] + "..."
+        cleaned = cleaned[:_REASON_LIMIT - 1] + "…"
+    encoded = cleaned.encode()
+    if len(encoded) > _REASON_BYTES:  # wide characters: cut by bytes as well
+        cleaned = encoded[:_REASON_BYTES - 3].decode(errors="ignore") + "…"
     return cleaned
 
 
@@ -72,6 +85,8 @@ class Kind:
     native: type | None = None
     conversion: str = "%s"
     wire: str = ""
+    #: What a backend may return for it, to say so when it returns something else.
+    accepts: str = ""
 
 
 def _parse_integer(text: str) -> int:
@@ -108,6 +123,10 @@ def _parse_float(text: str) -> float:
 def _format_float(value: Any) -> str:
     if isinstance(value, str):
         value = _parse_float(value)
+    elif not isinstance(value, float) and getattr(value, "dtype", None) is not None:
+        # A numpy float32 (or float16): its own shortest text, 2.2 and not
+        # the 2.200000047683716 of the float64 it converts to.
+        value = _parse_float(str(value))
     number = float(value)
     if not math.isfinite(number):
         raise ValueError(value)
@@ -120,8 +139,25 @@ def _parse_text(text: str) -> str:
     return text
 
 
+def _text_of(value: Any) -> str:
+    """The text of a value given for a text field: a str, or a number written out.
+
+    ``None`` and other objects are refused (their text would be a Python
+    repr, not what the field means), and so is what the wire cannot carry.
+    """
+    if isinstance(value, str):
+        text = value
+    elif isinstance(value, numbers.Number) and not isinstance(value, bool):
+        text = str(value)
+    else:
+        raise ValueError(value)
+    if _UNSENDABLE_RE.search(text):
+        raise ValueError(value)
+    return text
+
+
 def _format_text(value: Any) -> str:
-    return _parse_text(str(value))
+    return _parse_text(_text_of(value))
 
 
 def _parse_word(text: str) -> str:
@@ -133,7 +169,7 @@ def _parse_word(text: str) -> str:
 def _format_word(value: Any) -> str:
     if value.__class__ is str and value.isalnum():  # the usual case, e.g. "ok"
         return value
-    return _parse_word(str(value))
+    return _parse_word(_text_of(value))
 
 
 def _parse_boolean(text: str) -> bool:
@@ -161,19 +197,23 @@ def _format_boolean(value: Any) -> str:
 _PLAIN_TEXT = r"[^,\\\x00-\x1f\x7f\ud800-\udfff]+"
 
 INTEGER = Kind("integer", "an integer", _parse_integer, _format_integer,
-               int, "%d", r"-?[0-9]+")
+               int, "%d", r"-?[0-9]+", accepts="an integer")
 NON_NEGATIVE_INTEGER = Kind("unsigned", "an integer >= 0", _parse_non_negative,
-                            _format_integer, int, "%d", r"-?[0-9]+")
+                            _format_integer, int, "%d", r"-?[0-9]+", accepts="an integer")
 FLOAT = Kind("float", "a finite number", _parse_float, _format_float,
-             float, "%r", r"-?[0-9]+(?:\.[0-9]+)?(?:e[-+][0-9]+)?")  # no nan, no inf
-TEXT = Kind("text", "a non-empty text", _parse_text, _format_text, str, "%s", _PLAIN_TEXT)
+             float, "%r", r"-?[0-9]+(?:\.[0-9]+)?(?:e[-+][0-9]+)?",  # no nan, no inf
+             accepts="a finite number")
+TEXT = Kind("text", "a non-empty text", _parse_text, _format_text, str, "%s", _PLAIN_TEXT,
+            accepts="a non-empty str")
 WORD = Kind("word", "one word", _parse_word, _format_word,
-            str, "%s", r"[^\s,\\\x00-\x1f\x7f\ud800-\udfff]+")
-BOOLEAN = Kind("boolean", "1 or 0", _parse_boolean, _format_boolean, bool, "%d", "[01]")
+            str, "%s", r"[^\s,\\\x00-\x1f\x7f\ud800-\udfff]+", accepts="a str of one word")
+BOOLEAN = Kind("boolean", "1 or 0", _parse_boolean, _format_boolean, bool, "%d", "[01]",
+               accepts="a bool (or 1 or 0)")
 TIMESTAMP = Kind("timestamp",
                  "ACS 100 ns ticks (integer) or unix seconds (with a decimal point)",
                  timediscos.parse_request_timestamp, timediscos.format_reply_timestamp,
-                 float, "%.7f", r"[0-9]+\.[0-9]{7}")  # not negative, and not -0.0
+                 float, "%.7f", r"[0-9]+\.[0-9]{7}",  # not negative, and not -0.0
+                 accepts="unix seconds or astropy Time or datetime")
 
 
 @dataclass(frozen=True)
@@ -183,7 +223,9 @@ class Argument:
     ``optional`` arguments may be left off the end of a request; a missing
     one is passed as ``default`` if that is not ``None``, else not passed.
     ``wildcard`` allows ``*`` (passed as :data:`UNCHANGED`).  With
-    ``zero_is_default`` a value of ``0`` is passed as ``None``.
+    ``zero_is_default`` a value of ``0`` is passed as ``None``.  A ``rest``
+    argument, the last one, takes the rest of the line, commas included
+    (the real client does not escape the commas of a file name).
     """
 
     name: str
@@ -192,6 +234,7 @@ class Argument:
     default: Any = None
     wildcard: bool = False
     zero_is_default: bool = False
+    rest: bool = False
 
     def parse(self, text: str) -> Any:
         """The Python value of this argument's wire ``text``."""
@@ -272,6 +315,9 @@ class Command:
         """
         if not texts and not self.arguments:
             return []
+        last = len(self.arguments) - 1
+        if len(texts) > last + 1 and self.arguments and self.arguments[last].rest:
+            texts = [*texts[:last], SEPARATOR.join(texts[last:])]
         if not texts and not self.required:
             values: list[Any] = []
         else:
@@ -297,14 +343,12 @@ class Command:
     def format_reply(self, result: Any) -> list[str]:
         """Turn a backend method's return value into the ``ok`` reply's values.
 
-        ``None`` means no values; a list or tuple holds the values; anything
-        else is one value.  Raises :class:`ReplyShapeError` when the result
-        does not have the declared shape.
+        ``None`` means no values; a list, tuple, 1-D numpy array, generator or
+        any other iterable (but a ``str`` or ``bytes``) holds the values;
+        anything else is one value.  Raises :class:`ReplyShapeError`, naming
+        the field and what it takes, when the result does not fit.
         """
-        if isinstance(result, (tuple, list)):
-            values: Sequence[Any] = result
-        else:
-            values = () if result is None else (result,)
+        values = self._values(result)
         formats: Sequence[Callable[[Any], str]] = self._formats
         if len(values) != len(formats):
             if not formats:
@@ -312,9 +356,35 @@ class Command:
             formats = self._stretched(formats, len(values), result)
         try:
             return list(map(call, formats, values))
-        except (ValueError, TypeError, ArithmeticError) as error:
-            raise ReplyShapeError(
-                f"backend returned a bad value for {self.name}: {error!s}", result) from None
+        except (ValueError, TypeError, ArithmeticError):
+            raise ReplyShapeError(self._bad_value(values), result, self.method) from None
+
+    def _values(self, result: Any) -> Sequence[Any]:
+        """The values a backend method's ``result`` holds."""
+        if isinstance(result, (tuple, list)):
+            return result
+        if result is None:
+            return ()
+        if isinstance(result, (str, bytes)) or not hasattr(result, "__iter__") \
+                or getattr(result, "ndim", 1) == 0:
+            return (result,)
+        if getattr(result, "ndim", 1) != 1:
+            raise ReplyShapeError(f"{self.name}: expected values in one dimension; got a "
+                                  f"{result.ndim}-D array", result, self.method)
+        return list(result)
+
+    def _bad_value(self, values: Sequence[Any]) -> str:
+        """Why one of ``values`` cannot be written: its field, what it takes, what came."""
+        fields = self._stretched(self.reply, len(values))
+        for field_, value in zip(fields, values):
+            try:
+                field_.kind.format(value)
+            except (ValueError, TypeError, ArithmeticError):
+                shown = repr(value)
+                if len(shown) > _SHOWN_VALUE:
+                    shown = shown[:_SHOWN_VALUE - 1] + "…"
+                return f"{self.name} {field_.name}: expected {field_.kind.accepts}; got {shown}"
+        return f"{self.name}: a value cannot be written"  # pragma: no cover - one failed above
 
     def reply_line(self, result: Any) -> bytes:
         """The wire bytes (CR LF included) of the ``ok`` reply carrying ``result``.
@@ -341,7 +411,7 @@ class Command:
         fixed = len(items) - 1 if self._repeated else len(items)
         if count == len(items) or self._repeated and count >= fixed:
             return tuple(items[:fixed]) + tuple(items[fixed:]) * (count - fixed)
-        raise ReplyShapeError(self._shape_error(count), result)
+        raise ReplyShapeError(self._shape_error(count), result, self.method)
 
     def _shape_error(self, count: int) -> str:
         return (f"backend returned {count} values for {self.name}: expected "
@@ -433,7 +503,8 @@ COMMANDS: dict[str, Command] = {c.name: c for c in (
     Command("cal-on", "cal_on",
             (Argument("interleave", NON_NEGATIVE_INTEGER, optional=True, default=0),),
             summary="calibration mark every N samples (0: off)", changes_state=True),
-    Command("set-filename", "set_filename", (Argument("filename", TEXT),), since="1.1",
+    Command("set-filename", "set_filename", (Argument("filename", TEXT, rest=True),),
+            since="1.1",
             summary="metadata file to merge", changes_state=True),
     Command("convert-data", "convert_data", since="1.2",
             summary="convert the acquired data", changes_state=True),

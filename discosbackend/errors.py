@@ -44,10 +44,11 @@ class ReplyShapeError(ValueError):
     """A backend method returned what its command's reply cannot carry.
 
     The backend's fault, not the client's: the server logs it as an error
-    (with ``result``, what the method returned) and answers ``fail`` with
-    this message as reason.
+    (with ``method``, the backend method, and ``result``, what it returned)
+    and answers ``fail`` with this message as reason.
     """
 
-    def __init__(self, reason: str, result: Any = None) -> None:
+    def __init__(self, reason: str, result: Any = None, method: str | None = None) -> None:
         super().__init__(reason)
         self.result = result
+        self.method = method

@@ -25,6 +25,7 @@ __all__ = [
     "UNDEFINED_NAME", "GrammarException", "Message", "parse_message",
     "parse_line", "serialize_line", "request", "reply", "ok", "fail",
     "invalid", "is_valid_name", "escape", "split_arguments", "ok_line", "name_of",
+    "request_pattern", "reply_pattern",
 ]
 
 REQUEST = "?"
@@ -51,6 +52,17 @@ _CONTROL_RE = re.compile(r"[\r\n\x00\x1b]")
 _NEEDS_ESCAPE_RE = re.compile(r"[\\,\t]")
 _ESCAPE_TABLE = str.maketrans({"\\": "\\\\", ",": "\\,", "\t": "\\t"})
 _SHOWN_CHARS = 40
+
+#: A request line as a regular expression, with the groups ``type``, ``name``
+#: and ``arguments`` (still escaped), as discos-backend 1.4 had it.  The
+#: library itself parses with :func:`parse_message`, which also checks
+#: escapes and control characters.
+request_pattern = re.compile(
+    r"(?P<type>\?)(?P<name>[A-Za-z][A-Za-z0-9-]*)(?:,(?P<arguments>[^\r\n]*))?(?:\r\n)?\Z")
+#: A reply line, with the groups ``type``, ``name``, ``code`` and ``arguments``.
+reply_pattern = re.compile(
+    r"(?P<type>!)(?P<name>[A-Za-z][A-Za-z0-9-]*),(?P<code>ok|fail|invalid)"
+    r"(?:,(?P<arguments>[^\r\n]*))?(?:\r\n)?\Z")
 _NAME_CACHE: dict[str, bool] = {}
 _HEADS: dict[str, tuple[str, str]] = {}
 _NAME_CACHE_SIZE = 1024
@@ -107,20 +119,45 @@ def escape(argument: str) -> str:
 
 
 class Message:
-    """One protocol message, request or reply.  Immutable.
+    """One protocol message, request or reply.
 
     ``Message(message_type=REQUEST, name="status")`` builds a request;
     ``Message(message_type=REPLY, name="status", code=OK, arguments=[...])``
-    a reply.  Building a message that cannot be written on the wire raises
-    :class:`GrammarException`.  ``str(message)`` is its wire form, without the
-    line terminator.
+    a reply.  What is given is checked at once (a bad type, name, code or
+    argument raises :class:`GrammarException`).  As in discos-backend 1.4 the
+    attributes may be set later, and a reply may be built without its code
+    and given it afterwards: :meth:`check_synthax` checks the whole message,
+    and ``str(message)``, its wire form without the line end, raises
+    :class:`GrammarException` for a message that cannot be written.
     """
 
-    __slots__ = ("_message_type", "_name", "_code", "_arguments", "_text")
+    __slots__ = ("message_type", "name", "code", "arguments")
 
     def __init__(self, message_type: str, name: str,
                  code: str | None = None,
                  arguments: Iterable[str] | None = None) -> None:
+        if isinstance(arguments, (str, bytes)):
+            raise GrammarException("arguments must be a list of str, not a single "
+                                   f"{type(arguments).__name__}",
+                                   name if isinstance(name, str) else None)
+        self.message_type = message_type
+        self.name = name
+        self.code: str | None = None if code == "" else code  # 1.4 used "" for none
+        self.arguments: list[str] = list(arguments) if arguments else []
+        self._check(complete=False)
+
+    def check_synthax(self) -> bool:
+        """Return ``True`` if the message can be written on the wire.
+
+        Raises :class:`GrammarException` saying what is wrong otherwise (the
+        1.4 spelling of the name is kept).
+        """
+        self._check(complete=True)
+        return True
+
+    def _check(self, complete: bool) -> None:
+        """Check the message; a reply's missing code is an error only if ``complete``."""
+        message_type, name, code = self.message_type, self.name, self.code
         if message_type not in (REQUEST, REPLY):
             raise GrammarException(
                 f"bad message type {_show(str(message_type))}: "
@@ -130,81 +167,43 @@ class Message:
                 f"bad name {_show(str(name))}: a name is a letter followed by "
                 "letters and digits and '-'")
         if message_type == REPLY:
-            if not isinstance(code, str) or code not in RETURN_CODES:
+            if (code is not None or complete) and not (isinstance(code, str)
+                                                       and code in RETURN_CODES):
                 raise GrammarException(
                     f"bad return code {_show(str(code))}: a reply needs "
                     f"'{OK}' or '{FAIL}' or '{INVALID}'", name)
         elif code is not None and code != "":
             raise GrammarException(f"a request has no return code, got {_show(str(code))}",
                                    name)
-        else:
-            code = None
-        if isinstance(arguments, (str, bytes)):
-            raise GrammarException("arguments must be a list of str, not a single "
-                                   f"{type(arguments).__name__}", name)
-        checked = list(arguments) if arguments else []
+        arguments = self.arguments
         try:
-            text = "".join(checked)
+            text = "".join(arguments)
             representable = text.isprintable() or _CONTROL_RE.search(text) is None
         except TypeError:
             representable = False
         if not representable:  # find the culprit, for the error message
-            for position, argument in enumerate(checked, 1):
+            for position, argument in enumerate(arguments, 1):
                 _check_argument(argument, position)
-        self._message_type = message_type
-        self._name = name
-        self._code = code
-        self._arguments = checked
-        self._text: str | None = None
-
-    @property
-    def message_type(self) -> str:
-        """``REQUEST`` (``'?'``) or ``REPLY`` (``'!'``)."""
-        return self._message_type
-
-    @property
-    def name(self) -> str:
-        """The command name, e.g. ``'get-tpi'``."""
-        return self._name
-
-    @property
-    def code(self) -> str | None:
-        """A reply's return code (``ok``/``fail``/``invalid``); ``None`` for requests."""
-        return self._code
-
-    @property
-    def arguments(self) -> list[str]:
-        """The arguments, unescaped (for a reply: those after the code).
-
-        A new list each time: changing it does not change the message.
-        """
-        return self._arguments[:]
 
     def is_request(self) -> bool:
         """Return whether this is a request (``?``)."""
-        return self._message_type == REQUEST
+        return self.message_type == REQUEST
 
     def is_reply(self) -> bool:
         """Return whether this is a reply (``!``)."""
-        return self._message_type == REPLY
+        return self.message_type == REPLY
 
     def is_correct_reply(self, request_message: Message) -> bool:
         """Return whether this message is a well-formed reply to ``request_message``."""
-        # pylint: disable=protected-access
-        return (self._message_type == REPLY and request_message._message_type == REQUEST
-                and self._name == request_message._name)
+        return (self.message_type == REPLY and request_message.message_type == REQUEST
+                and self.name == request_message.name)
 
     def __str__(self) -> str:
-        text = self._text
-        if text is None:
-            text = self._text = self._serialize()
-        return text
-
-    def _serialize(self) -> str:
-        head = self._message_type + self._name
-        if self._code is not None:
-            head += SEPARATOR + self._code
-        arguments = self._arguments
+        self._check(complete=True)
+        head = self.message_type + self.name
+        if self.code is not None:  # a reply's (checked above)
+            head += SEPARATOR + self.code
+        arguments = self.arguments
         if not arguments:
             return head
         body = SEPARATOR.join(arguments)
@@ -213,16 +212,16 @@ class Message:
         return head + SEPARATOR + SEPARATOR.join(escape(argument) for argument in arguments)
 
     def __repr__(self) -> str:
-        return (f"Message(message_type={self._message_type!r}, name={self._name!r}, "
-                f"code={self._code!r}, arguments={self._arguments!r})")
+        return (f"Message(message_type={self.message_type!r}, name={self.name!r}, "
+                f"code={self.code!r}, arguments={self.arguments!r})")
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Message):
             return NotImplemented
-        return (self._message_type == other._message_type and self._name == other._name
-                and self._code == other._code and self._arguments == other._arguments)
+        return (self.message_type == other.message_type and self.name == other.name
+                and self.code == other.code and self.arguments == other.arguments)
 
-    __hash__ = None  # type: ignore[assignment]  # arguments is a list
+    __hash__ = None  # type: ignore[assignment]  # a message can change
 
 
 def _plain(body: str, count: int) -> bool:
@@ -231,15 +230,13 @@ def _plain(body: str, count: int) -> bool:
 
 
 def _trusted_message(message_type: str, name: str, code: str | None,
-                     arguments: list[str], text: str | None = None) -> Message:
-    """Build a message from parts already validated (``text``: its wire form)."""
-    # pylint: disable=protected-access
+                     arguments: list[str]) -> Message:
+    """Build a message from parts already checked, skipping the checks."""
     message = _new_message(Message)
-    message._message_type = message_type
-    message._name = name
-    message._code = code
-    message._arguments = arguments
-    message._text = text
+    message.message_type = message_type
+    message.name = name
+    message.code = code
+    message.arguments = arguments
     return message
 
 
@@ -272,29 +269,13 @@ def parse_message(line: str, line_end: bool = True) -> Message:
     fields = line.split(SEPARATOR)
     known = _HEADS.get(fields[0]) or _learn_head(fields[0])
     if known is not None:
-        # pylint: disable=protected-access
         if known[0] == REQUEST:
-            message = _new_message(Message)
-            message._message_type = REQUEST
-            message._name = known[1]
-            message._code = None
             del fields[0]
-            message._arguments = fields
-            message._text = line  # no escapes: the line is its own wire form
-            return message
-        try:
-            code = fields[1]
-        except IndexError:
-            code = ""
+            return _trusted_message(REQUEST, known[1], None, fields)
+        code = fields[1] if len(fields) > 1 else ""
         if code in RETURN_CODES:
-            message = _new_message(Message)
-            message._message_type = REPLY
-            message._name = known[1]
-            message._code = code
             del fields[:2]
-            message._arguments = fields
-            message._text = line
-            return message
+            return _trusted_message(REPLY, known[1], code, fields)
     return _parse_carefully(line)
 
 
@@ -445,17 +426,9 @@ def _plain_ok_text(name: str, values: Sequence[str]) -> str | None:
 
 def ok(name: str, *values: str) -> Message:
     """Build the ``ok`` reply to command ``name`` with its ``values``."""
-    text = _plain_ok_text(name, values)
-    if text is None:
+    if _plain_ok_text(name, values) is None:
         return Message(REPLY, name, OK, values)
-    # pylint: disable=protected-access
-    message = _new_message(Message)  # as _trusted_message() does, one call less
-    message._message_type = REPLY
-    message._name = name
-    message._code = OK
-    message._arguments = list(values)
-    message._text = text
-    return message
+    return _trusted_message(REPLY, name, OK, list(values))
 
 
 def ok_line(name: str, values: Sequence[str]) -> bytes:

@@ -20,7 +20,7 @@ from typing import Any, Callable, Mapping, Union
 from twisted.internet.defer import Deferred, ensureDeferred
 
 from discosbackend import __protocol_version__
-from discosbackend.commands import Command, commands_of
+from discosbackend.commands import VERSION, Command, commands_of
 from discosbackend.errors import HandlerException, InvalidRequest, NotSupportedError
 from discosbackend.grammar import Message, fail, ok, request
 
@@ -96,9 +96,15 @@ class Handler:
 
 
 class AlwaysOkHandler(Handler):
-    """Answers ``ok`` to everything, echoing the request's arguments."""
+    """Answers ``ok`` to everything, echoing the request's arguments.
+
+    ``version`` (the greeting too) is answered with the protocol version, as
+    every server does.
+    """
 
     def handle(self, message: Message) -> Message:
+        if message.name == VERSION and not message.arguments:
+            return ok(VERSION, __protocol_version__)
         return ok(message.name, *message.arguments)
 
 

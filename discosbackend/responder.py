@@ -18,8 +18,8 @@ from twisted.python.failure import Failure
 
 from discosbackend.commands import VERSION, reason_text
 from discosbackend.errors import HandlerException, ReplyShapeError
-from discosbackend.grammar import (ENCODING, ENCODING_ERRORS, FAIL, INVALID, REQUEST,
-                                   UNDEFINED_NAME, GrammarException, Message, name_of,
+from discosbackend.grammar import (ENCODING, ENCODING_ERRORS, FAIL, INVALID, NAME_PREFIX,
+                                   REQUEST, UNDEFINED_NAME, GrammarException, Message, name_of,
                                    parse_line, reply, serialize_line, split_arguments)
 from discosbackend.handlers import CloseAfter, Handler, RawReply, Reply
 from discosbackend.reactor import or_global
@@ -33,6 +33,10 @@ _log = Logger()
 
 
 def _error_reply(name: str, code: str, reason: str) -> bytes:
+    # A reply line must stay under the real client's 512 bytes: a name too
+    # long to be a command's (it can't be one) is not echoed.
+    if len(name) >= NAME_PREFIX:
+        name = UNDEFINED_NAME
     return serialize_line(reply(name, code, reason_text(reason) or code))
 
 
@@ -104,7 +108,9 @@ class Responder:
         else:
             try:
                 answered = answer(request)
-            except Exception as error:  # pylint: disable=broad-except
+            except BaseException as error:  # pylint: disable=broad-except
+                # Even SystemExit or KeyboardInterrupt from a backend method
+                # gets its request a reply: the server goes on serving.
                 reply = self._failed(Failure(error), name, line)
             else:  # wire bytes (as DBProtocolHandler gives) are ready as they are
                 reply = answered if isinstance(answered, bytes) else self._settle(
@@ -161,8 +167,9 @@ class Responder:
         if isinstance(error, HandlerException):
             return _error_reply(name, error.code, str(error) or type(error).__name__)
         if isinstance(error, ReplyShapeError):  # the backend's fault, not the client's
-            _log.error("backend answered {request} with {result!r}: {error}",
-                       request=_shown(line), result=error.result, error=error)
+            _log.error("backend answered {request} with {result!r} from {method}(): {error}",
+                       request=_shown(line), result=error.result, method=error.method,
+                       error=error)
             return _error_reply(name, FAIL, str(error))
         if isinstance(error, defer.TimeoutError) and self.timeout is not None:
             return _error_reply(name, FAIL, f"timeout after {self.timeout:g} s")

@@ -9,16 +9,19 @@ Importing this module registers the astropy time format ``"discos"``.
 
 Caveat: astropy's ``Time()`` converts plain Python/numpy integers to float64
 before the format sees them, which is only exact up to 2**53 ticks (mid
-1998).  ``TimeDiscos`` therefore refuses larger float values instead of
-silently losing ticks; pass the ticks through :func:`acs_to_time` (or as an
-object array of Python ints) to get an exact result.
+1998): ``Time(ticks, format="discos")`` takes today's tick counts (as
+discos-backend 1.4 code does) to the nearest tick a float64 can hold, that
+is within a tick or two.  Pass the ticks through :func:`acs_to_time` (or as
+an object array of Python ints) to get an exact result.
 
 Negative ticks (before 1970) are supported by the time format and by the
 conversion helpers, but rejected by :func:`parse_request_timestamp` and
 :func:`format_reply_timestamp`, which deal with protocol values.
 """
 
+import datetime
 import math
+import numbers
 import operator
 import re
 import time
@@ -39,15 +42,27 @@ __all__ = [
     "parse_request_timestamp",
     "format_reply_timestamp",
     "now_acs",
+    "ACS_EPOCH_TICKS",
+    "CENTINANOSECONDS",
+    "parse_unix_time",
+    "get_acs_now",
+    "unix_to_acs_time",
 ]
 
 TICKS_PER_SECOND = 10_000_000
+#: The discos-backend 1.4 name of :data:`TICKS_PER_SECOND`.
+CENTINANOSECONDS = TICKS_PER_SECOND
+#: 1970-01-01 on DISCOS's own clock (ACS::Time), which counts 100 ns ticks
+#: from 1582-10-15.  A tick count at least this large is taken to be on that
+#: clock: on the 1970 one it would be the year 2357.
+ACS_EPOCH_TICKS = 122_192_928_000_000_000
+#: An integer timestamp at least this large is ticks, not unix seconds
+#: (10**11 s is the year 5138; 10**11 ticks is 1970-01-01T02:46:40).
+_TICKS_FROM = 10**11
 TICKS_PER_DAY = 86_400 * TICKS_PER_SECOND
 _HALF_DAY = TICKS_PER_DAY // 2
 # Accepted tick range: anything that fits a signed 64-bit integer.
 _MAX_TICKS = 2**63 - 1
-# Every integer up to this one is exact as a float64.
-_MAX_EXACT_FLOAT = 2**53
 # 1970-01-01 00:00:00 UTC as astropy's (jd1, jd2) pair (JD 2440587.5).
 _EPOCH_JD1 = 2_440_588.0
 _EPOCH_JD2 = -0.5
@@ -55,20 +70,18 @@ _EPOCH_JD2 = -0.5
 _TICKS_RE = re.compile(r"[0-9]+")
 _SECONDS_RE = re.compile(r"[0-9]+\.[0-9]+")
 _INF = math.inf
+_UNIX_EPOCH = datetime.datetime(1970, 1, 1, tzinfo=datetime.timezone.utc)
 _to_int = np.frompyfunc(operator.index, 1, 1)
 
 
 def _exact_ticks(val: np.ndarray) -> np.ndarray:
-    """Return ``val`` as an object array of Python ints, refusing lossy input."""
+    """Return ``val`` as an object array of Python ints (floats to the nearest tick)."""
     if val.dtype.kind == "f":
-        if not np.all(np.isfinite(val)) or np.any(val != np.round(val)):
-            raise TypeError("discos values must be integer tick counts")
-        if np.any(np.abs(val) > _MAX_EXACT_FLOAT):
-            raise TypeError(
-                "discos ticks above 2**53 are not exact as floats; use "
-                "acs_to_time() or an object array of Python ints"
-            )
-        val = val.astype(np.int64)
+        if not np.all(np.isfinite(val)):
+            raise TypeError("discos values must be finite tick counts")
+        if np.any(np.abs(val) > _MAX_TICKS):
+            raise ValueError("discos ticks out of the signed 64-bit range")
+        val = np.rint(val).astype(np.int64)
     elif val.dtype.kind not in "iuO":
         raise TypeError("discos values must be integer tick counts")
     ticks = np.asarray(_to_int(val), dtype=object)
@@ -172,8 +185,10 @@ def acs_to_unix_seconds(ticks: int) -> Fraction:
 def parse_request_timestamp(text: str) -> Time:
     """Parse the timestamp argument of a ``start``/``stop`` request.
 
-    Digits only are ACS ticks; ``digits.digits`` are Unix seconds, converted
-    exactly (more than 7 decimals round to the nearest tick, ties to even).
+    Digits only are ACS ticks, from 1970 or, from :data:`ACS_EPOCH_TICKS` on,
+    from 1582-10-15 (DISCOS's own clock); ``digits.digits`` are Unix seconds,
+    converted exactly (more than 7 decimals round to the nearest tick, ties
+    to even).
     Anything else, or a value that is not > 0 ticks, raises ``ValueError``
     with a message starting with ``invalid timestamp``.
     """
@@ -188,9 +203,15 @@ def parse_request_timestamp(text: str) -> Time:
             raise ValueError("bad syntax")
         if not 0 < ticks <= _MAX_TICKS:
             raise ValueError("out of range")
+        ticks = _on_1970_clock(ticks)
     except ValueError as err:  # also int()'s limit on very long digit strings
         raise ValueError(f"invalid timestamp {text!r}") from err
     return acs_to_time(ticks)
+
+
+def _on_1970_clock(ticks: int) -> int:
+    """Ticks counted from 1970, whichever clock ``ticks`` was counted on."""
+    return ticks - ACS_EPOCH_TICKS if ticks >= ACS_EPOCH_TICKS else ticks
 
 
 def _format_ticks(ticks: int) -> str:
@@ -201,29 +222,73 @@ def _format_ticks(ticks: int) -> str:
     return f"{seconds}.{rest:07d}"
 
 
-def format_reply_timestamp(value: Time | float | int | Decimal | Fraction) -> str:
+def format_reply_timestamp(value: object) -> str:
     """Format a timestamp as Unix seconds with exactly 7 decimals.
 
-    ``value`` is a scalar :class:`~astropy.time.Time` (converted exactly via
-    ticks) or Unix seconds as float, int, Decimal or Fraction.  Floats and
-    ints take a cheap path without astropy.  Raises ``ValueError`` for NaN,
-    infinite or negative values and for unsupported types.
+    ``value`` may be Unix seconds (a float, an int, a ``Decimal`` or
+    ``Fraction``, a numpy number, or a numeric string with any number of
+    decimals); an integer of at least 10**11 is a count of 100 ns ticks,
+    from 1970 or, from :data:`ACS_EPOCH_TICKS` on, from 1582-10-15; a scalar
+    astropy :class:`~astropy.time.Time`; a ``datetime`` (a naive one is UTC);
+    or a numpy ``datetime64``.  Every conversion is exact to the tick.
+    Raises ``ValueError`` for anything else, and for NaN, infinite, negative
+    or unreadable values.
     """
-    if isinstance(value, float):
+    if isinstance(value, float):  # the usual case, without fractions
         if not 0.0 <= value < _INF:
             raise ValueError(f"invalid timestamp value: {value!r}")
         return f"{value + 0.0:.7f}"  # + 0.0 turns -0.0 into 0.0
+    return _format_ticks(_reply_ticks(value))
+
+
+def _reply_ticks(value: object) -> int:
+    """The ticks since 1970 of any timestamp :func:`format_reply_timestamp` takes."""
     if isinstance(value, bool):
-        raise ValueError("unsupported timestamp type: bool")
-    if isinstance(value, int):
-        if value < 0:
-            raise ValueError(f"invalid timestamp value: {value!r}")
-        return f"{value}.0000000"
+        raise ValueError("a bool is not a timestamp")
+    if isinstance(value, numbers.Integral):
+        number = int(value)
+        if number < _TICKS_FROM:
+            return number * TICKS_PER_SECOND
+        return _on_1970_clock(number)
+    if isinstance(value, str):
+        if _TICKS_RE.fullmatch(value):
+            return _reply_ticks(int(value))
+        if not _SECONDS_RE.fullmatch(value):
+            raise ValueError(f"not a timestamp: {value!r}")
+        return unix_seconds_to_acs(Fraction(value))
     if isinstance(value, (Decimal, Fraction)):
-        return _format_ticks(unix_seconds_to_acs(value))
+        return unix_seconds_to_acs(value)
+    if isinstance(value, numbers.Real):  # numpy floats, for one
+        return unix_seconds_to_acs(float(value))
     if isinstance(value, Time):
-        return _format_ticks(time_to_acs(value))
-    raise ValueError(f"unsupported timestamp type: {type(value)!r}")
+        return time_to_acs(value)
+    if isinstance(value, datetime.datetime):
+        if value.tzinfo is None:
+            value = value.replace(tzinfo=datetime.timezone.utc)
+        since = value - _UNIX_EPOCH
+        return ((since.days * 86_400 + since.seconds) * TICKS_PER_SECOND
+                + since.microseconds * 10)
+    if isinstance(value, np.datetime64):
+        if np.isnat(value):
+            raise ValueError("NaT is not a timestamp")
+        nanoseconds = int(value.astype("datetime64[ns]").astype(np.int64))
+        return round(Fraction(nanoseconds, 100))
+    raise ValueError(f"unsupported timestamp type: {type(value).__name__}")
+
+
+def parse_unix_time(text: str) -> Time:
+    """The :class:`~astropy.time.Time` of Unix seconds written as text, exactly (1.4 API)."""
+    return acs_to_time(unix_seconds_to_acs(Fraction(Decimal(text))))
+
+
+def unix_to_acs_time(seconds: float | int | Decimal | Fraction) -> Time:
+    """The :class:`~astropy.time.Time` of ``seconds`` since 1970, exactly (1.4 API)."""
+    return acs_to_time(unix_seconds_to_acs(seconds))
+
+
+def get_acs_now() -> Time:
+    """The current time as a :class:`~astropy.time.Time`, to the tick (1.4 API)."""
+    return acs_to_time(now_acs())
 
 
 def now_acs() -> int:

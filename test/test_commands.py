@@ -230,7 +230,7 @@ def test_timestamp_formats_with_seven_decimals(value, text):
     assert TIMESTAMP.format(value) == text
 
 
-@pytest.mark.parametrize("value", [UNIX_TEXT, None, True, -1.0, -1, math.nan, math.inf])
+@pytest.mark.parametrize("value", ["clock error", None, True, -1.0, -1, math.nan, math.inf])
 def test_timestamp_format_rejects(value):
     with pytest.raises(FORMAT_ERRORS):
         TIMESTAMP.format(value)
@@ -464,20 +464,21 @@ def test_format_reply_wrong_count(name, result, message):
     ("get-integration", "forty"),
     ("status", (1700000000.5, "not ok", True)),
     ("status", (1700000000.5, "ok", 2)),
-    ("status", ("1700000000.5", "ok", True)),
+    ("status", ("clock error", "ok", True)),
     ("status", (-1.0, "ok", True)),
     ("time", "now"),
 ])
 def test_format_reply_bad_value(name, result):
     with pytest.raises(ReplyShapeError) as caught:
         COMMANDS[name].format_reply(result)
-    assert str(caught.value).startswith(f"backend returned a bad value for {name}: ")
+    assert str(caught.value).startswith(f"{name} ")
+    assert "expected" in str(caught.value)
 
 
-def test_format_reply_bad_float_names_the_value():
+def test_format_reply_bad_float_names_the_field_and_the_value():
     with pytest.raises(ReplyShapeError) as caught:
         COMMANDS["get-tpi"].format_reply([1.0, "x"])
-    assert str(caught.value) == "backend returned a bad value for get-tpi: x"
+    assert str(caught.value) == "get-tpi value: expected a finite number; got 'x'"
 
 
 def test_format_reply_refuses_empty_text():
@@ -636,10 +637,10 @@ def test_reason_text(text, cleaned):
 
 def test_reason_text_truncates_to_200_characters():
     assert reason_text("x" * 200) == "x" * 200
-    assert reason_text("x" * 201) == "x" * 197 + "..."
+    assert reason_text("x" * 201) == "x" * 199 + "…"
     long = reason_text("word " * 100)
     assert len(long) == 200
-    assert long.endswith("...")
+    assert long.endswith("…")
 
 
 @settings(max_examples=100, deadline=None)

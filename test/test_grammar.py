@@ -373,10 +373,6 @@ def test_build_copies_arguments():
                  id="name-non-ascii"),
     pytest.param(dict(message_type=REQUEST, name=None), "bad name", None, id="name-none"),
     pytest.param(dict(message_type=REQUEST, name=b"x"), "bad name", None, id="name-bytes"),
-    pytest.param(dict(message_type=REPLY, name="x"), "bad return code", "x",
-                 id="reply-no-code"),
-    pytest.param(dict(message_type=REPLY, name="x", code=""), "bad return code", "x",
-                 id="reply-empty-code"),
     pytest.param(dict(message_type=REPLY, name="x", code="OK"), "bad return code", "x",
                  id="reply-upper-code"),
     pytest.param(dict(message_type=REPLY, name="x", code="maybe"), "bad return code", "x",
@@ -405,12 +401,28 @@ def test_build_invalid(kwargs, reason, name):
     assert info.value.name == name
 
 
-@pytest.mark.parametrize("attribute", ["message_type", "name", "code", "arguments"])
-def test_immutable(attribute):
+def test_attributes_can_be_set_as_in_1_4():
     message = ok("status", "1")
-    with pytest.raises(AttributeError):
-        setattr(message, attribute, "x")
-    assert message == ok("status", "1")
+    message.arguments = ["2"]
+    message.code = FAIL
+    assert str(message) == "!status,fail,2"
+    message.arguments.append("3")
+    assert str(message) == "!status,fail,2,3"
+
+
+@pytest.mark.parametrize("attribute, value, reason", [
+    ("message_type", "x", "bad message type"),
+    ("name", "bad name", "bad name"),
+    ("code", "maybe", "bad return code"),
+    ("arguments", ["a\nb"], "LF"),
+])
+def test_a_message_changed_into_a_bad_one_cannot_be_written(attribute, value, reason):
+    message = ok("status", "1")
+    setattr(message, attribute, value)
+    with pytest.raises(GrammarException, match=reason):
+        str(message)
+    with pytest.raises(GrammarException, match=reason):
+        message.check_synthax()
 
 
 def test_no_new_attributes():
@@ -540,14 +552,27 @@ def test_escape(argument, escaped):
     assert escape(argument) == escaped
 
 
-@pytest.mark.parametrize("bad", ["\n", "\r", "\x00", "a\x1b", 5, None, "a,b"])
-def test_changing_the_arguments_list_leaves_the_message_alone(bad):
+@pytest.mark.parametrize("code", [None, ""])
+def test_a_reply_built_without_its_code_gets_it_later_as_in_1_4(code):
+    message = Message(message_type=REPLY, name="x", code=code)
+    with pytest.raises(GrammarException, match="bad return code"):
+        str(message)
+    with pytest.raises(GrammarException, match="bad return code"):
+        message.check_synthax()
+    message.code = OK
+    message.arguments = ["a,b"]
+    assert message.check_synthax() is True
+    assert serialize_line(message) == b"!x,ok,a\\,b\r\n"
+
+
+@pytest.mark.parametrize("bad", ["\n", "\r", "\x00", "a\x1b", 5, None])
+def test_a_bad_argument_added_later_is_refused_when_written(bad):
     message = request("x", "a")
-    arguments = message.arguments
-    arguments.append(bad)
-    assert message.arguments == ["a"]
-    assert str(message) == "?x,a"
-    assert serialize_line(message) == b"?x,a\r\n"
+    message.arguments.append(bad)
+    with pytest.raises(GrammarException):
+        str(message)
+    with pytest.raises(GrammarException):
+        serialize_line(message)
 
 
 def test_parsed_and_built_messages_serialize_the_same():

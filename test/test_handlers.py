@@ -132,6 +132,8 @@ OK_CASES = [
     ("?cal-on,10", "!cal-on,ok", "cal_on", (10,)),
     (f"?set-filename,{FILENAME}", "!set-filename,ok", "set_filename", (FILENAME,)),
     ("?set-filename,/data/a\\,b.fits", "!set-filename,ok", "set_filename", ("/data/a,b.fits",)),
+    # the real client does not escape commas: the file name is the rest of the line
+    ("?set-filename,/d/a,b.fits", "!set-filename,ok", "set_filename", ("/d/a,b.fits",)),
     ("?convert-data", "!convert-data,ok", "convert_data", ()),
     ("?set-enable,0,0", "!set-enable,ok", "set_enable", (0, 0)),
     ("?set-enable,1,-1", "!set-enable,ok", "set_enable", (1, -1)),
@@ -217,7 +219,7 @@ FAIL_CASES = [
     ("?cal-on,-1", "invalid interleave '-1': expected an integer >= 0"),
     ("?cal-on,1,2", "cal-on takes 0 to 1 arguments (got 2)"),
     ("?set-filename", "set-filename needs 1 argument (got 0)"),
-    ("?set-filename,a,b", "set-filename needs 1 argument (got 2)"),
+    ("?set-filename,", "invalid filename '': expected a non-empty text"),
     ("?convert-data,1", "convert-data takes no arguments (got 1)"),
     ("?set-enable,0", "set-enable needs 2 arguments (got 1)"),
     ("?set-enable,0,x", "invalid feed2 'x': expected an integer"),
@@ -527,7 +529,7 @@ def test_sync_bad_value_raises(backend):
     handler = DBProtocolHandler(backend)  # methods are looked up when it is made
     with pytest.raises(ReplyShapeError) as caught:
         handle(handler, "?get-tpi")
-    assert str(caught.value) == "backend returned a bad value for get-tpi: lots"
+    assert str(caught.value) == "get-tpi value: expected a finite number; got 'lots'"
 
 
 def test_returned_values_of_set_commands_are_ignored(backend):

@@ -60,9 +60,11 @@ def test_greeting_is_the_version_reply_and_comes_first(clock):
     assert transport.value() == b"!version,ok,1.4\r\n"
 
 
-def test_debug_handler_greets_with_its_own_version_reply():
-    _, transport, _ = connect(AlwaysOkHandler())
-    assert transport.value() == b"!version,ok\r\n"
+def test_debug_handler_greets_like_every_server():
+    protocol, transport, _ = connect(AlwaysOkHandler())
+    assert transport.value() == b"!version,ok,1.4\r\n"
+    protocol.dataReceived(b"?version\n?version,x\n")
+    assert lines(transport)[1:] == [b"!version,ok,1.4", b"!version,ok,x"]
 
 
 @pytest.mark.parametrize("terminator", [b"\r\n", b"\n"])

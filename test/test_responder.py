@@ -320,3 +320,54 @@ def test_a_routed_line_is_answered_as_a_parsed_one(name, arguments, tail):
     routed = Responder(DBProtocolHandler(Hardware(clock)), clock=clock)
     parsed = Responder(_Unrouted(Hardware(clock)), clock=clock)
     assert answer(routed, line) == answer(parsed, line)
+
+
+# -- no backend text or exception can drop a connection -------------------------------
+
+class Raising(Backend):
+    """get_rms raises whatever ``error`` is; set_configuration refuses with ``reason``."""
+
+    error: BaseException = SystemExit(3)
+    reason = "x"
+
+    def get_rms(self):
+        raise self.error
+
+    def set_configuration(self, configuration):
+        raise BackendError(self.reason)
+
+
+@pytest.mark.parametrize("error", [SystemExit(3), KeyboardInterrupt(), GeneratorExit()])
+def test_any_base_exception_from_the_backend_gets_a_fail_reply(error, logged):
+    backend = Raising()
+    backend.error = error
+    reply = answer(Responder(DBProtocolHandler(backend)), b"?get-rms")
+    assert reply.startswith(b"!get-rms,fail,internal error: " + type(error).__name__.encode())
+    assert any(event.get("log_failure") for event in logged)
+
+
+@pytest.mark.parametrize("reason, cleaned", [
+    ("bad\ud800word", "bad?word"),                # a lone surrogate
+    ("one,two\r\nthree\x00\x1b", "one;two three"),  # commas and control characters
+    ("\udcff raw byte", "? raw byte"),
+])
+def test_a_backend_reason_is_cleaned_for_the_wire(reason, cleaned):
+    backend = Raising()
+    backend.reason = reason
+    reply = answer(Responder(DBProtocolHandler(backend)), b"?set-configuration,SK00")
+    assert reply == b"!set-configuration,fail," + cleaned.encode() + b"\r\n"
+
+
+@pytest.mark.parametrize("line", [
+    b"?get-tpi," + b"1" * 16_000 + b"x",
+    b"?set-enable," + "é".encode() * 8_000 + b",0",
+    b"?" + b"a" * 60_000,
+    b"?" + b"a" * 63 + b",x",
+    b"?set-configuration,SK00," + b"\xff" * 20_000,
+])
+def test_an_error_reply_stays_under_512_bytes_whatever_the_request(line):
+    reply = answer(Responder(DBProtocolHandler(Backend())), line)
+    assert len(reply) < 512
+    parsed = parse_line(reply)
+    assert parsed.code in ("fail", "invalid")
+    assert len(parsed.arguments[0]) <= 200

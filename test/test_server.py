@@ -231,6 +231,31 @@ def test_stop_closes_connections_and_calls_handler_stop():
 
 
 @pytest_twisted.inlineCallbacks
+def test_a_backend_that_exits_gets_a_fail_and_the_server_goes_on():
+    class Exiting(SessionBackend):
+        def get_rms(self):
+            raise SystemExit("the backend author called sys.exit()")
+
+        def set_configuration(self, configuration):
+            raise BackendError("bad\ud800,name\r\n" + "x" * 2000)
+    port = yield serve(Exiting())
+    try:
+        client = yield connect_to(port)
+        client.transport.write(b"?get-rms\r\n?set-configuration,SK00\r\n?get-rms\r\n"
+                               b"?get-configuration\r\n")
+        lines = yield client.wait(5)
+        assert lines[1].startswith(b"!get-rms,fail,internal error: SystemExit")
+        assert lines[2].startswith(b"!set-configuration,fail,bad?;name x")
+        assert len(lines[2]) < 512
+        assert lines[3] == lines[1]
+        assert lines[4] == b"!get-configuration,ok,unconfigured"
+        client.transport.loseConnection()
+        yield client.lost
+    finally:
+        yield server.stop(port)
+
+
+@pytest_twisted.inlineCallbacks
 def test_port_in_use_fails_the_deferred():
     port = yield serve()
     try:

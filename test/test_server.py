@@ -256,6 +256,24 @@ def test_a_backend_that_exits_gets_a_fail_and_the_server_goes_on():
 
 
 @pytest_twisted.inlineCallbacks
+def test_set_filename_takes_the_rest_of_the_line_commas_included():
+    backend = SessionBackend()
+    port = yield serve(backend)
+    try:
+        client = yield connect_to(port)
+        client.transport.write(b"?set-filename,/data/a,b,c.fits\r\n"
+                               b"?set-filename,/data/d\\,e.fits\r\n")
+        lines = yield client.wait(3)
+        assert lines[1:] == [b"!set-filename,ok", b"!set-filename,ok"]
+        assert backend.calls == [("set-filename", "/data/a,b,c.fits"),
+                                 ("set-filename", "/data/d,e.fits")]
+        client.transport.loseConnection()
+        yield client.lost
+    finally:
+        yield server.stop(port)
+
+
+@pytest_twisted.inlineCallbacks
 def test_port_in_use_fails_the_deferred():
     port = yield serve()
     try:

@@ -38,7 +38,10 @@ _INTEGER_RE = re.compile(r"-?[0-9]+")
 # Text a reply cannot carry: control characters but TAB (which is escaped),
 # and lone surrogates, but for those that stand for undecodable bytes.
 _UNSENDABLE_RE = re.compile("[\x00-\x08\x0a-\x1f\x7f\ud800-\udc7f\udd00-\udfff]")
-_FLOAT_RE = re.compile(r"[-+]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][-+]?[0-9]+)?")
+# Each character can be read one way only (digits, then a point only before
+# the fraction), so a failed match costs time linear in the text's length:
+# "[0-9]+\.?[0-9]*" split runs of digits in all possible ways, quadratic.
+_FLOAT_RE = re.compile(r"[-+]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][-+]?[0-9]+)?")
 _REASON_LIMIT = 200
 _REASON_BYTES = 300
 _BREAKS_RE = re.compile(r"[\s\x00-\x1f\x7f]+")

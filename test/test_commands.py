@@ -1,6 +1,7 @@
 """Tests for discosbackend.commands: kinds, arguments, the command table."""
 
 import math
+import re
 from decimal import Decimal
 from fractions import Fraction
 
@@ -813,3 +814,29 @@ def test_status_reply_lines(result, line):
 def test_status_reply_line_never_lets_a_bad_value_through(result):
     with pytest.raises(ReplyShapeError):
         COMMANDS["status"].reply_line(result)
+
+
+# -- linear-time parsing: the float pattern reads each character one way -------------
+
+_QUADRATIC_FLOAT = re.compile(r"[-+]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][-+]?[0-9]+)?")
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.one_of(
+    st.from_regex(_QUADRATIC_FLOAT, fullmatch=True),
+    st.text(alphabet="0123456789.eE+-x ", max_size=12),
+    st.floats(allow_nan=True, allow_infinity=True).map(repr),
+))
+def test_the_float_pattern_accepts_what_the_old_one_did(text):
+    # pylint: disable=protected-access
+    from discosbackend import commands as commands_module
+    assert bool(commands_module._FLOAT_RE.fullmatch(text)) == bool(
+        _QUADRATIC_FLOAT.fullmatch(text))
+
+
+@pytest.mark.parametrize("kind", [FLOAT, INTEGER, TIMESTAMP])
+def test_a_64_kib_number_that_is_not_one_is_refused(kind):
+    with pytest.raises(ValueError):
+        kind.parse("1" * 65_000 + "x")
+    with pytest.raises(ValueError):
+        kind.parse("1." + "1" * 65_000 + "e")

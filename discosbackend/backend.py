@@ -92,7 +92,11 @@ class Backend:
         """Called when the server starts serving this backend."""
 
     def close(self) -> None:
-        """Called when the server stops: cancels pending start/stop."""
+        """Called when the server stops: cancels pending start/stop (and logs it)."""
+        for what, pending in (("start", self._pending_start), ("stop", self._pending_stop)):
+            if pending is not None:
+                _log.warn("the server is stopping: the time-tagged {what} due at {at} is "
+                          "cancelled", what=what, at=timediscos.format_reply_timestamp(pending.at))
         self._cancel_pending()
 
     # -- commands -------------------------------------------------------

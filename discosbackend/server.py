@@ -10,8 +10,11 @@ Where to listen is a port number or a Twisted endpoint string such as
 
 from __future__ import annotations
 
+import os
+import signal
 from typing import Any, Callable, Sequence
 
+from twisted.internet import defer
 from twisted.internet.defer import Deferred, DeferredList, gatherResults
 from twisted.internet.endpoints import serverFromString
 from twisted.internet.interfaces import IListeningPort
@@ -19,24 +22,31 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from discosbackend.handlers import Handler
-from discosbackend.protocol import DEFAULT_MAX_LINE, DBProtocolFactory
-from discosbackend.reactor import or_global
+from discosbackend.protocol import DBProtocolFactory
+from discosbackend.reactor import global_reactor, or_global
 
-__all__ = ["DEFAULT_PORT", "endpoint_description", "listen", "stop", "run_until_stopped",
-           "run_server"]
+__all__ = ["DEFAULT_PORT", "DEFAULT_BACKLOG", "DEFAULT_GRACE", "endpoint_description",
+           "listen", "stop", "run_until_stopped", "run_server"]
 
 #: The port DISCOS backends conventionally listen on.
 DEFAULT_PORT = 8978
+#: Connections the kernel queues before they are accepted.
+DEFAULT_BACKLOG = 1024
+#: Seconds connections get at shutdown to read their last replies.
+DEFAULT_GRACE = 5.0
 
 _log = Logger()
 
 
-def endpoint_description(where: int | str, interface: str | None = None) -> str:
+def endpoint_description(where: int | str, interface: str | None = None,
+                         backlog: int | None = None) -> str:
     """A server endpoint string for a port number or an endpoint string.
 
     ``endpoint_description(8978, "127.0.0.1")`` is
     ``tcp:8978:interface=127.0.0.1``; a string that is not a plain number is
-    returned as it is (``interface`` then must be ``None``).
+    returned as it is (``interface`` then must be ``None``).  ``backlog``,
+    the length of the kernel's queue of connections not accepted yet, is
+    added to a ``tcp``, ``tcp6`` or ``unix`` endpoint that does not say it.
     """
     if isinstance(where, int) or (isinstance(where, str) and where.isdigit()):
         port = int(where)
@@ -45,46 +55,59 @@ def endpoint_description(where: int | str, interface: str | None = None) -> str:
         description = f"tcp:{port}"
         if interface:
             description += ":interface=" + interface.replace(":", "\\:")
-        return description
-    if interface:
+    elif interface:
         raise ValueError("give an interface with a port number, not with an endpoint string")
-    return where
+    else:
+        description = where
+    if (backlog is not None and description.split(":", 1)[0] in ("tcp", "tcp6", "unix")
+            and "backlog=" not in description):
+        description += f":backlog={backlog}"
+    return description
 
 
 def listen(where: int | str, handler: Handler, *, interface: str | None = None,
-           max_line: int = DEFAULT_MAX_LINE, timeout: float | None = None,
-           log_requests: bool = False, reactor: Any = None) -> Deferred[IListeningPort]:
+           backlog: int = DEFAULT_BACKLOG, reactor: Any = None,
+           **options: Any) -> Deferred[IListeningPort]:
     """Start serving ``handler``; the Deferred fires with the listening port.
 
-    ``port.factory`` is the :class:`~discosbackend.protocol.DBProtocolFactory`
-    (its ``connections``, ``close_connections()``).  Stop with :func:`stop`.
-    A bad endpoint string raises ``ValueError`` at once; a port that cannot
-    be bound fails the Deferred with ``CannotListenError``.
+    ``options`` are those of :class:`~discosbackend.protocol.DBProtocolFactory`:
+    ``max_line``, ``timeout``, ``log_requests``, ``max_unsent``,
+    ``max_pending``, ``max_connections``, ``allow`` and ``idle_timeout``.
+    ``port.factory`` is that factory (its ``connections``,
+    ``close_connections()``).  Stop with :func:`stop`.  A bad endpoint
+    string raises ``ValueError`` at once; a port that cannot be bound fails
+    the Deferred with ``CannotListenError``.
     """
     reactor = or_global(reactor)
-    endpoint = serverFromString(reactor, endpoint_description(where, interface))
-    factory = DBProtocolFactory(handler, max_line=max_line, timeout=timeout, clock=reactor,
-                                log_requests=log_requests)
-    return endpoint.listen(factory)
+    endpoint = serverFromString(reactor, endpoint_description(where, interface, backlog))
+    return endpoint.listen(DBProtocolFactory(handler, clock=reactor, **options))
 
 
-def stop(port: IListeningPort) -> Deferred[None]:
-    """Close ``port``'s connections and stop listening (the handler's ``stop()`` runs)."""
+def stop(port: IListeningPort, grace: float | None = DEFAULT_GRACE) -> Deferred[None]:
+    """Stop serving ``port``: stop listening at once, then close its connections.
+
+    Requests still waiting are answered ``fail,shutting down``; connections
+    whose replies are not read within ``grace`` seconds are dropped.  The
+    handler's ``stop()`` runs once the port no longer listens.  Fires when
+    every connection is closed.
+    """
     factory: DBProtocolFactory = port.factory  # type: ignore[attr-defined]
-    closing = factory.close_connections()
-    closing.addCallback(lambda _: port.stopListening())
-    return closing  # type: ignore[return-value]  # fires with stopListening's None
+    steps: list[Deferred[Any]] = [defer.maybeDeferred(port.stopListening),
+                                  factory.close_connections(grace)]
+    return gatherResults(steps).addCallback(lambda _: None)
 
 
 def run_until_stopped(listening: Sequence[Deferred[IListeningPort]], *,
                       ready: Callable[[list[IListeningPort]], object],
-                      reactor: Any = None) -> None:
+                      grace: float | None = DEFAULT_GRACE, reactor: Any = None) -> None:
     """Run the reactor, serving the ports ``listening`` fire with, until it stops.
 
     Once every port listens, ``ready(ports)`` is called (ports in the order
     given); on shutdown (SIGINT, SIGTERM or ``reactor.stop()``) each is
-    stopped with :func:`stop`.  If one fails to listen, the others are
-    stopped, the reactor stops (or never runs) and the first error is raised.
+    stopped with :func:`stop`, giving connections ``grace`` seconds to read
+    their last replies.  A second SIGINT or SIGTERM exits at once (status
+    1).  If a port fails to listen, the others are stopped, the reactor
+    stops (or never runs) and the first error is raised.
     """
     reactor = or_global(reactor)
     problems: list[Failure] = []
@@ -99,34 +122,64 @@ def run_until_stopped(listening: Sequence[Deferred[IListeningPort]], *,
                 reactor.stop()
             return
         ready(ports)
-        reactor.addSystemEventTrigger("before", "shutdown", _stop_all, ports)
+        reactor.addSystemEventTrigger("before", "shutdown", _stop_all, ports, grace)
 
     DeferredList(list(listening), consumeErrors=True).addCallback(started)
+    if reactor is global_reactor():  # not in tests that run a fake reactor
+        reactor.callWhenRunning(_handle_signals, reactor)
     if not problems:  # a port may have failed before the reactor ran
         reactor.run()
     if problems:
         problems[0].raiseException()
 
 
-def _stop_all(ports: list[IListeningPort]) -> Deferred[list[None]]:
+def _handle_signals(reactor: Any) -> None:
+    """SIGINT and SIGTERM stop the reactor cleanly; a second one exits at once.
+
+    They replace Twisted's own handlers (installed just before), whose
+    ``reactor.stop()`` on a second signal logs a ``ReactorNotRunning``
+    traceback while the first shutdown is still under way.
+    """
+    signals: list[int] = []
+
+    def received(number: int, _frame: object) -> None:
+        signals.append(number)
+        if len(signals) > 1:
+            os.write(2, b"discos-backend: second signal, exiting now\n")
+            os._exit(1)  # pylint: disable=protected-access  # no cleanup: that was the first
+        reactor.callFromThread(_stop, reactor, signal.Signals(number).name)
+
+    for number in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(number, received)
+
+
+def _stop(reactor: Any, why: str) -> None:
+    _log.info("Received {signal}, shutting down.", signal=why)
+    if reactor.running:
+        reactor.stop()
+
+
+def _stop_all(ports: list[IListeningPort], grace: float | None) -> Deferred[list[None]]:
     _log.info("stopping")
-    return gatherResults([stop(port) for port in ports])
+    return gatherResults([stop(port, grace) for port in ports])
 
 
 def run_server(port: int | str, handler: Handler, *, interface: str | None = None,
-               max_line: int = DEFAULT_MAX_LINE, timeout: float | None = None,
-               log_requests: bool = False, reactor: Any = None) -> None:
+               backlog: int = DEFAULT_BACKLOG, grace: float | None = DEFAULT_GRACE,
+               reactor: Any = None, **options: Any) -> None:
     """Serve ``handler`` until SIGINT/SIGTERM (or ``reactor.stop()``).
 
-    ``port`` is a port number or an endpoint string.  On shutdown the
-    connections are closed and the handler's ``stop()`` is called.  Raises
-    the listening error (e.g. ``CannotListenError``) if the port cannot be
-    bound, after the reactor has stopped.
+    ``port`` is a port number or an endpoint string; ``options`` are
+    :func:`listen`'s.  On shutdown the port stops listening, requests still
+    waiting are answered ``fail,shutting down``, connections get ``grace``
+    seconds to read their replies, and the handler's ``stop()`` is called.
+    Raises the listening error (e.g. ``CannotListenError``) if the port
+    cannot be bound, after the reactor has stopped.
     """
     def announce(ports: list[IListeningPort]) -> None:
         _log.info("serving {handler} on {address}", handler=type(handler).__name__,
                   address=ports[0].getHost())
 
-    run_until_stopped([listen(port, handler, interface=interface, max_line=max_line,
-                              timeout=timeout, log_requests=log_requests, reactor=reactor)],
-                      ready=announce, reactor=reactor)
+    run_until_stopped([listen(port, handler, interface=interface, backlog=backlog,
+                              reactor=reactor, **options)],
+                      ready=announce, grace=grace, reactor=reactor)

@@ -6,7 +6,9 @@ import random
 
 import pytest
 from twisted.internet import defer, task
+from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.testing import StringTransport
+from twisted.logger import globalLogPublisher
 
 from discosbackend.backend import Backend
 from discosbackend.grammar import parse_line
@@ -425,3 +427,140 @@ def test_a_line_one_over_the_limit_is_too_long_even_before_its_end(clock):
     assert lines(transport) == [b"!x,invalid,line too long: over 100 bytes"]
     protocol.dataReceived(b"\n?y\n")
     assert lines(transport) == [b"!x,invalid,line too long: over 100 bytes", b"!y,ok"]
+
+
+# -- hardening: worst lines, backpressure, shutdown, admission, idle ------------------
+
+def test_the_worst_lines_are_answered_at_once_and_briefly(clock):
+    protocol, transport, _ = connect(DBProtocolHandler(Backend(clock)), clock)
+    transport.clear()
+    protocol.dataReceived(b"?get-tpi," + b"1" * 65_000 + b"x,0\r\n"
+                          + b"?set-section,0,1." + b"1" * 65_000 + b"e,1,0,0,1,1\r\n"
+                          + b"?start,1." + b"1" * 65_000 + b"x\r\n?status\r\n")
+    replies = lines(transport)
+    assert [reply[:24] for reply in replies] == [
+        b"!get-tpi,fail,invalid fr", b"!set-section,fail,invali", b"!start,fail,invalid time",
+        b"!status,ok,1700000000.00"]
+    assert all(len(reply) < 512 for reply in replies)
+
+
+def test_a_full_send_buffer_stops_reading_until_it_drains(clock):
+    protocol, transport, _ = connect(AlwaysOkHandler(), clock)
+    assert transport.producer is protocol  # the transport pauses us when full
+    protocol.pauseProducing()
+    assert transport.producerState == "paused"
+    protocol.resumeProducing()
+    assert transport.producerState == "producing"
+
+
+def test_too_many_pending_replies_stop_reading_until_they_are_written(clock):
+    protocol, transport, _ = connect(DBProtocolHandler(SlowBackend(clock)), clock,
+                                     max_pending=10)
+    transport.clear()
+    protocol.dataReceived(b"?get-tpi\n" + b"?status\n" * 8)
+    assert transport.producerState == "producing"  # 9 waiting: under the bound
+    protocol.dataReceived(b"?status\n")
+    assert transport.producerState == "paused"
+    clock.advance(SlowBackend.delay)
+    assert transport.producerState == "producing"
+    assert len(lines(transport)) == 10
+
+
+def test_reading_stays_paused_while_any_reason_holds(clock):
+    protocol, transport, _ = connect(DBProtocolHandler(SlowBackend(clock)), clock,
+                                     max_pending=4)
+    protocol.dataReceived(b"?get-tpi\n?status\n?status\n?status\n")
+    protocol.pauseProducing()  # and the send buffer is full
+    clock.advance(SlowBackend.delay)  # the queue drains...
+    assert transport.producerState == "paused"  # ...but the buffer is still full
+    protocol.resumeProducing()
+    assert transport.producerState == "producing"
+
+
+def test_closing_answers_the_waiting_requests_shutting_down(clock):
+    factory = DBProtocolFactory(DBProtocolHandler(SlowBackend(clock)), clock=clock)
+    protocol = factory.buildProtocol(None)
+    transport = StringTransport()
+    protocol.makeConnection(transport)
+    transport.clear()
+    protocol.dataReceived(b"?get-tpi\n?status\n?get-rms\n")
+    closed = factory.close_connections(grace=5)
+    assert lines(transport) == [b"!get-tpi,fail,shutting down",
+                                b"!status,ok,1700000000.0000000,ok,0",
+                                b"!get-rms,fail,shutting down"]
+    assert transport.disconnecting and not closed.called
+    clock.advance(SlowBackend.delay)  # the late replies are dropped
+    assert len(lines(transport)) == 3
+    protocol.connectionLost(None)
+    assert closed.called
+
+
+def test_a_connection_that_does_not_read_is_dropped_after_the_grace(clock):
+    factory = DBProtocolFactory(AlwaysOkHandler(), clock=clock)
+    protocol = factory.buildProtocol(None)
+    transport = StringTransport()
+    protocol.makeConnection(transport)
+    closed = factory.close_connections(grace=5)
+    clock.advance(4.9)
+    assert not transport.disconnected  # still flushing
+    clock.advance(0.2)
+    assert transport.disconnected  # abortConnection
+    protocol.connectionLost(None)
+    assert closed.called and not clock.getDelayedCalls()
+
+
+def test_connections_over_the_cap_are_told_and_closed(clock):
+    factory = DBProtocolFactory(AlwaysOkHandler(), clock=clock, max_connections=2)
+    for _ in range(2):
+        factory.buildProtocol(None).makeConnection(StringTransport())
+    refused = factory.buildProtocol(IPv4Address("TCP", "127.0.0.1", 5000))
+    transport = StringTransport()
+    refused.makeConnection(transport)
+    assert transport.value() == b"!undefined,fail,too many connections\r\n"
+    assert transport.disconnecting
+
+
+@pytest.mark.parametrize("host, served", [
+    ("10.1.2.3", True), ("10.255.0.1", True), ("192.168.1.1", False),
+    ("::ffff:10.1.2.3", True), ("fd00::1", True), ("fe80::1", False), ("nonsense", False),
+])
+def test_only_allowed_peers_are_served(clock, host, served):
+    factory = DBProtocolFactory(AlwaysOkHandler(), clock=clock,
+                                allow=["10.0.0.0/8", "fd00::/8"])
+    kind = IPv6Address if ":" in host else IPv4Address
+    built = factory.buildProtocol(kind("TCP", host, 5000))
+    assert isinstance(built, DBProtocol) is served
+    assert (built is None) is not served
+
+
+def test_refusals_are_logged_at_most_once_a_minute(clock):
+    events: list[dict] = []
+    globalLogPublisher.addObserver(events.append)
+    try:
+        factory = DBProtocolFactory(AlwaysOkHandler(), clock=clock, allow=["10.0.0.0/8"])
+        for _ in range(5):
+            factory.buildProtocol(IPv4Address("TCP", "192.168.1.1", 5000))
+        clock.advance(61)
+        factory.buildProtocol(IPv4Address("TCP", "192.168.1.1", 5000))
+    finally:
+        globalLogPublisher.removeObserver(events.append)
+    refusals = [event for event in events
+                if "allow list" in event.get("log_format", "")]
+    assert len(refusals) == 2
+    assert "4 more" in refusals[1]["log_format"]
+
+
+def test_an_idle_connection_is_closed_after_the_idle_timeout(clock):
+    protocol, transport, _ = connect(AlwaysOkHandler(), clock, idle_timeout=30)
+    clock.advance(20)
+    protocol.dataReceived(b"?x\n")  # activity: the timer starts again
+    clock.advance(20)
+    assert not transport.disconnecting
+    clock.advance(11)
+    assert transport.disconnecting
+
+
+def test_without_an_idle_timeout_a_connection_is_kept_for_days(clock):
+    _, transport, _ = connect(AlwaysOkHandler(), clock)
+    clock.advance(10 * 86_400)
+    assert not transport.disconnecting and not clock.getDelayedCalls()

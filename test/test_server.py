@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import time
 
 import pytest
 import pytest_twisted
@@ -22,6 +23,7 @@ from discosbackend.backend import Backend
 from discosbackend.errors import BackendError
 from discosbackend.grammar import parse_line
 from discosbackend.handlers import DBProtocolHandler
+from serving import closed_port
 
 
 class SessionBackend(Backend):
@@ -372,7 +374,7 @@ def test_run_until_stopped_passes_the_ports_in_order_and_stops_them_on_shutdown(
     assert readied == [ports]
     triggers = fake.triggers["before"]["shutdown"]
     assert len(triggers) == 1
-    assert triggers[0][1] == (ports,)
+    assert triggers[0][1] == (ports, server.DEFAULT_GRACE)
     assert not any(port.stopped for port in ports)
 
 
@@ -401,3 +403,134 @@ def test_run_until_stopped_raises_the_first_failure_when_failing_while_running()
         server.run_until_stopped([first, second], ready=lambda ports: None, reactor=fake)
     assert caught.value is errors[0]  # first in the order given, not in time
     assert fake.hasRun and fake.hasStopped
+
+
+# -- hardening over real sockets -----------------------------------------------------
+
+@pytest_twisted.inlineCallbacks
+def test_a_client_that_does_not_read_is_not_read_until_it_reads():
+    port = yield serve(max_unsent=16 * 1024)
+    try:
+        paused: defer.Deferred = defer.Deferred()
+        served = next(iter(port.factory.connections), None)
+        assert served is None
+        client = yield connect_to(port)
+        yield client.wait(1)
+        served = next(iter(port.factory.connections))
+        original = served.pauseProducing
+
+        def pausing():
+            original()
+            if not paused.called:
+                paused.callback(None)
+        served.pauseProducing = pausing
+        client.transport.pauseProducing()  # the client stops reading its replies
+        total = 200_000
+        client.transport.write(b"?status\n" * total)
+        yield paused.addTimeout(20, reactor)
+        answered_while_paused = len(client.data)  # nothing read: nothing here
+        assert answered_while_paused < 100
+        assert served._holds == {"unsent"}  # pylint: disable=protected-access
+        client.transport.resumeProducing()  # it reads again: everything arrives
+        lines = yield client.wait(total + 1)
+        assert len(lines) == total + 1 and lines[-1].startswith(b"!status,ok,")
+        assert not served._holds  # pylint: disable=protected-access
+        client.transport.loseConnection()
+        yield client.lost
+    finally:
+        yield server.stop(port)
+
+
+@pytest_twisted.inlineCallbacks
+def test_over_the_connection_cap_a_client_is_told_and_closed():
+    port = yield serve(max_connections=1)
+    try:
+        first = yield connect_to(port)
+        yield first.wait(1)
+        second = yield connect_to(port)
+        yield second.lost
+        assert second.lines == [b"!undefined,fail,too many connections"]
+        first.transport.write(b"?status\n")
+        lines = yield first.wait(2)
+        assert lines[1].startswith(b"!status,ok,")
+        first.transport.loseConnection()
+        yield first.lost
+    finally:
+        yield server.stop(port)
+
+
+HOLD_AND_SIGNAL = textwrap.dedent("""
+    import select, socket, sys, time
+    port = int(sys.argv[1])
+    hog = socket.create_connection(("127.0.0.1", port))
+    hog.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    hog.recv(100)  # the greeting; from now on it reads nothing
+    hog.setblocking(False)
+    sent = 0
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        # Send until the server has not taken a byte for half a second: it
+        # stopped reading this connection (its replies are not read).
+        if not select.select([], [hog], [], 0.5)[1]:
+            break
+        try:
+            sent += hog.send(b"?status\\n" * 8192)
+        except BlockingIOError:
+            pass
+    print(sent, flush=True)
+    sys.stdin.readline()
+""")
+
+
+def _serve_and_hog(grace: float):
+    """A run_server process (grace ``grace``) held by a client that reads nothing."""
+    script = RUN_SERVER.replace(
+        "server.run_server(sys.argv[1], DBProtocolHandler(Noisy()))",
+        "from twisted.logger import globalLogBeginner, textFileLogObserver\n"
+        "globalLogBeginner.beginLoggingTo([textFileLogObserver(sys.stderr)], "
+        "redirectStandardIO=False)\n"
+        f"server.run_server(sys.argv[1], DBProtocolHandler(Noisy()), grace={grace})")
+    port = closed_port()
+    process = subprocess.Popen([sys.executable, "-c", script, f"tcp:{port}:interface=127.0.0.1"],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert process.stdout.readline().strip() == "running"
+    hog = subprocess.Popen([sys.executable, "-c", HOLD_AND_SIGNAL, str(port)],
+                           stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    assert int(hog.stdout.readline()) > 0
+    return process, hog
+
+
+def test_sigterm_with_a_client_that_does_not_read_exits_0_within_the_grace():
+    process, hog = _serve_and_hog(grace=1.0)
+    try:
+        started = time.monotonic()
+        os.kill(process.pid, signal.SIGTERM)
+        out, err = process.communicate(timeout=20)
+        took = time.monotonic() - started
+    finally:
+        process.kill()
+        hog.kill()
+        hog.wait()
+    assert process.returncode == 0, err
+    assert took < 10
+    assert "Traceback" not in err
+    assert "were not read within 1 s" in err
+    assert out.split() == ["handler", "stopped", "clean", "exit"]
+
+
+def test_a_second_signal_exits_at_once_without_a_traceback():
+    process, hog = _serve_and_hog(grace=60.0)
+    try:
+        os.kill(process.pid, signal.SIGTERM)
+        for line in process.stderr:  # the first one is being handled: stuck on the hog
+            if "Received SIGTERM" in line:
+                break
+        os.kill(process.pid, signal.SIGTERM)
+        _, err = process.communicate(timeout=20)
+    finally:
+        process.kill()
+        hog.kill()
+        hog.wait()
+    assert process.returncode == 1
+    assert "second signal" in err
+    assert "Traceback" not in err

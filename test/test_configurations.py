@@ -179,3 +179,12 @@ def test_every_mode_of_set_section_is_a_polarization_of_the_table() -> None:
     assert set(MODES.values()) == {"LCP", "RCP", "CP", "Stokes"}
     for letter, mode in LETTER.items():
         assert MODES[letter.lower()] == mode
+
+
+def test_the_readme_example_is_a_valid_table() -> None:
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
+    example = readme.split("```toml\n", 1)[1].split("```", 1)[0]
+    table = parse(example, "README.md")
+    assert list(table) == ["SK00", "XK14"]
+    assert table["XK14"].count() == 4 and table["XK14"].count((3, 3)) == 2
+    assert [section.bandwidth for section in table["XK14"].sections] == [250, 500, 250, 500]

@@ -110,8 +110,6 @@ class BackendSimulator(Backend):
 
     #: Feeds of the receiver, numbered 0..FEEDS-1 (the K-band receiver of SRT has 7).
     FEEDS = 7
-    #: ``set-enable``'s feed number meaning every feed.
-    ALL_FEEDS = ALL_FEEDS
     #: Start frequency limits, MHz.
     FREQUENCY_RANGE = (0.0, 100_000.0)
     #: Bandwidth limits, MHz.
@@ -385,9 +383,9 @@ class BackendSimulator(Backend):
 
     def _enabled_feed(self, feed: Any) -> int:
         value = _integer(feed, "feed")
-        if value != self.ALL_FEEDS and not 0 <= value < self.FEEDS:
+        if value != ALL_FEEDS and not 0 <= value < self.FEEDS:
             raise BackendError(f"feed {value} out of range 0..{self.FEEDS - 1} "
-                               f"({self.ALL_FEEDS}: all feeds)")
+                               f"({ALL_FEEDS}: all feeds)")
         return value
 
     def set_enable(self, feed1: int, feed2: int) -> None:

@@ -128,28 +128,15 @@ class NothingConfigured(BackendTestCase):
     __test__ = False
 
 
-class LongStatusCase(BackendTestCase):
-    __test__ = False
-
-    def make_backend(self) -> BackendSimulator:
-        return LongStatusWord()
-
-
-class BusySetEnableCase(BackendTestCase):
-    __test__ = False
-
-    def make_backend(self) -> BackendSimulator:
-        return BusySetEnable()
+def case_for(backend: type, **attributes: Any) -> type[BackendTestCase]:
+    """A case testing a fresh ``backend()`` each test, with the ``attributes`` declared."""
+    attributes.update(__test__=False, make_backend=lambda self: backend())
+    return type(f"{backend.__name__}Case", (BackendTestCase,), attributes)
 
 
-class SectionsOnlyCase(BackendTestCase):
-    """Declares SRT's table: every configuration of it is checked."""
-
-    __test__ = False
-    configurations = "srt"
-
-    def make_backend(self) -> BackendSimulator:
-        return SectionsOnly()
+LongStatusCase = case_for(LongStatusWord)
+BusySetEnableCase = case_for(BusySetEnable)
+SectionsOnlyCase = case_for(SectionsOnly, configurations="srt")  # every SRT count checked
 
 
 class XK77Only(BackendSimulator):

@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import tempfile
 import textwrap
 import time
 import unittest
@@ -25,7 +26,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from discosbackend import server
 from discosbackend.client.address import Address
-from discosbackend.configurations import parse
+from discosbackend.configurations import parse, srt
 from discosbackend.grammar import Message, ok
 from discosbackend.handlers import DBProtocolHandler, Handler
 from discosbackend.responder import RawReply
@@ -291,6 +292,19 @@ class TheSuiteCanBeDeclaredAndSelected(SynchronousTestCase):
         self.assertEqual(failing(result), set())
         self.assertEqual(names_of(result.skips), STATE_CHANGING)
         self.assertEqual(result.successes, len(READ_ONLY))
+
+    def test_a_declared_table_is_a_table_a_toml_file_or_srt(self) -> None:
+        test = f"test_{STATUS}"
+        self.assertIs(SectionsOnlyCase(test).check_settings().configurations, srt())
+        self.assertIs(DeclaredCase(test).check_settings().configurations, XK_TABLE)
+        with tempfile.TemporaryDirectory() as directory:
+            path = Path(directory) / "site.toml"
+            path.write_text('families.F = { nodding = "both-feeds" }\n'
+                            'configurations.XK = { family = "F", bandwidth = 5, bins = 8, '
+                            'feeds = [0], polarizations = ["S"] }\n', encoding="utf-8")
+            settings = case_for(BackendSimulator, configurations=str(path))(test).check_settings()
+        self.assertEqual(list(settings.configurations or {}), ["XK"])
+        self.assertEqual(hash(settings), hash(Settings()))  # the table is left out of the hash
 
     def test_the_base_class_alone_is_skipped_with_a_reason(self) -> None:
         for case in (BackendTestCase, NothingConfigured):

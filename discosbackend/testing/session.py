@@ -15,7 +15,7 @@ a silent server fails the check instead of hanging it.
 from __future__ import annotations
 
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Sequence, cast
 
 import socket
@@ -78,7 +78,7 @@ class Settings:
     timed_lateness: float = 2.0
     timeout: float = DEFAULT_TIMEOUT
     greeting_timeout: float = DEFAULT_GREETING_TIMEOUT
-    configurations: Table | None = None
+    configurations: Table | None = field(default=None, hash=False)  # a mapping: unhashable
 
 
 class CheckFailed(AssertionError):

@@ -27,6 +27,7 @@ setup(
     long_description_content_type="text/markdown",
     python_requires=">=3.11",
     packages=find_packages(include=["discosbackend", "discosbackend.*"]),
+    package_data={"discosbackend": ["*.toml"]},
     install_requires=_requirements(),
     entry_points={
         "console_scripts": ["discos-backend = discosbackend.cli:main"],

@@ -1,10 +1,18 @@
 """A simulated backend to test DISCOS (and clients) against, faults included.
 
 :class:`BackendSimulator` keeps the state a real total-power/spectrometer
-backend keeps (sections, configuration, integration, calibration mark,
+backend keeps (configuration, sections, integration, calibration mark,
 acquisition, file name, enabled feeds, shift), checks requests against
 believable hardware limits, and answers ``get-tpi``/``get-tp0``/``get-rms``
-with noisy levels that follow the bandwidth and the calibration mark.
+with noisy levels that follow the bandwidth, the feed, the polarization and
+the calibration mark.
+
+It knows the configurations of a table (:mod:`discosbackend.configurations`;
+SRT's by default): ``set-configuration`` loads one, sections and nodding
+rule included, and ``get-tpi``/``get-rms`` then give exactly as many values
+as the real DISCOS client expects.  It never refuses ``set-integration``,
+``cal-on``, ``set-enable`` or ``set-shift`` for a value a schedule sends,
+while acquiring included: the real client ends on such a ``fail``.
 
 Serve it with :class:`SimulatorHandler`, which applies the faults injected
 through :attr:`BackendSimulator.faults` (see :mod:`discosbackend.faults`)::
@@ -19,7 +27,6 @@ from __future__ import annotations
 
 import math
 import random
-import re
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -29,6 +36,8 @@ from twisted.logger import Logger
 
 from discosbackend.backend import UNCHANGED, Backend
 from discosbackend.commands import commands_of
+from discosbackend.configurations import (ALL_FEEDS, BOTH_FEEDS, MODES, Configuration,
+                                          ConfigurationError, SectionLayout, Table, srt)
 from discosbackend.errors import BackendError
 from discosbackend.faults import GARBAGE, Faults
 from discosbackend.grammar import Message
@@ -38,16 +47,12 @@ __all__ = ["BackendSimulator", "SimulatorHandler", "Section", "UNCONFIGURED", "M
 
 #: What ``get-configuration`` answers before a configuration is set.
 UNCONFIGURED = "unconfigured"
-#: Accepted ``set-section`` modes (lower case) and the name each is kept as.
-MODES = {
-    "0": "LCP", "1": "RCP", "2": "Stokes",
-    "lcp": "LCP", "rcp": "RCP", "cp": "CP", "stokes": "Stokes", "fullstokes": "Stokes",
-}
 
-_CONFIGURATION_RE = re.compile(r"[A-Za-z0-9_-]{1,32}")
 _CAL_FRACTION = 0.12      # how much the calibration mark adds to the power
 _LEVEL_NOISE = 0.002      # relative noise of a tpi reading
 _ZERO_LEVEL = 0.4         # mean tp0 (counts)
+_START_FREQUENCY = 100.0  # MHz, of every section a configuration loads
+_KEPT_MODES = tuple(dict.fromkeys(MODES.values()))
 _log = Logger()
 
 
@@ -88,17 +93,22 @@ def _within(number: float, limits: tuple[float, float], name: str, unit: str = "
 
 
 class BackendSimulator(Backend):
-    """A believable backend with ``sections`` sections and injectable faults.
+    """A believable backend with injectable faults.
 
-    ``clock`` times start/stop, delays and ``time`` (the reactor unless
-    given, e.g. a ``task.Clock`` in tests); ``seed`` makes the noise
-    repeatable.  The class attributes hold the hardware limits: subclass to
-    change them.  Faults are set through :attr:`faults` and take effect when
-    the simulator is served through :class:`SimulatorHandler` (the status
-    word takes effect in any case).
+    Before any ``set-configuration`` it has ``sections`` sections, pairs of
+    LCP/RCP per feed.  ``configurations`` is the table it knows (SRT's
+    unless given); ``clock`` times start/stop, delays and ``time`` (the
+    reactor unless given, e.g. a ``task.Clock`` in tests); ``seed`` makes
+    the gains and the noise repeatable.  The class attributes hold the
+    hardware limits: subclass to change them.  Faults are set through
+    :attr:`faults` and take effect when the simulator is served through
+    :class:`SimulatorHandler` (the status word takes effect in any case).
+    Raises ``ValueError`` for a bad ``sections``, and its subclass
+    :class:`~discosbackend.configurations.ConfigurationError` for a
+    configuration of the table beyond the limits.
     """
 
-    #: Number of feeds: feeds are numbered 0..FEEDS-1.
+    #: Feeds of the receiver, numbered 0..FEEDS-1 (the K-band receiver of SRT has 7).
     FEEDS = 7
     #: Start frequency limits, MHz.
     FREQUENCY_RANGE = (0.0, 100_000.0)
@@ -108,31 +118,42 @@ class BackendSimulator(Backend):
     SAMPLE_RATE_RANGE = (0.001, 10_000.0)
     #: Bins limits; bins must also be a power of two.
     BINS_RANGE = (1, 65_536)
-    #: Longest integration, ms.
-    MAX_INTEGRATION = 3_600_000
-    #: Shift limits.
-    SHIFT_RANGE = (-31, 31)
+    #: Longest integration, ms: what a 32-bit signed integer holds.
+    MAX_INTEGRATION = 2**31 - 1
+    #: Shift limits: a shift past the width of a 64-bit word is meaningless.
+    SHIFT_RANGE = (-63, 63)
     #: Most sections a simulator can have.
     MAX_SECTIONS = 1024
+    #: The nodding rule before any configuration is loaded (Sardara's).
+    UNCONFIGURED_NODDING = BOTH_FEEDS
 
     def __init__(self, sections: int = 2, clock: IReactorTime | None = None,
-                 seed: int | None = None) -> None:
+                 seed: int | None = None, configurations: Table | None = None) -> None:
         super().__init__(clock)
         if isinstance(sections, bool) or not isinstance(sections, int) \
                 or not 1 <= sections <= self.MAX_SECTIONS:
             raise ValueError(f"sections must be an integer from 1 to {self.MAX_SECTIONS},"
                              f" not {sections!r}")
-        self._random = random.Random(seed)
         self._count = sections
-        #: Counts per MHz of bandwidth of each section's total power.
-        self.gains = [round(self._random.uniform(0.55, 0.85), 4) for _ in range(sections)]
-        self._zero = [_ZERO_LEVEL * self._random.uniform(0.5, 1.5) for _ in range(sections)]
+        #: The configurations ``set-configuration`` knows, by name.
+        self.configurations: Table = configurations if configurations is not None else srt()
+        self._loads = {name: self._sections_of(configuration)
+                       for name, configuration in self.configurations.items()}
+        self._random = random.Random(seed)
+        #: Counts per MHz of bandwidth of the total power, per (feed, mode).
+        self.gains = {(feed, mode): round(self._random.uniform(0.55, 0.85), 4)
+                      for feed in range(self.FEEDS) for mode in _KEPT_MODES}
+        self._zero = {key: _ZERO_LEVEL * self._random.uniform(0.5, 1.5) for key in self.gains}
+        #: The configuration in use: which feed each section carries, and the nodding rule.
+        self.layout = self.default_layout()
         self._sections = self.default_sections()
         self.configuration = UNCONFIGURED
         self.integration = 0
+        self._integration_in_use = 0
         self.interleave = 0
         self.filename: str | None = None
-        self.enabled_feeds: tuple[int, int] = (0, 0)
+        #: The feeds of the last ``set-enable`` (``None`` before one): see :attr:`layout`.
+        self.enabled_feeds: tuple[int, int] | None = None
         self.shift = 0
         self.parked = False
         self.schedule_ended = False
@@ -145,8 +166,8 @@ class BackendSimulator(Backend):
 
     @property
     def section_count(self) -> int:
-        """How many sections the simulator has."""
-        return self._count
+        """How many sections the simulator has now."""
+        return len(self._sections)
 
     @property
     def sections(self) -> tuple[Section, ...]:
@@ -158,18 +179,51 @@ class BackendSimulator(Backend):
         """Whether the calibration mark is on (``cal-on`` with an interleave > 0)."""
         return self.interleave > 0
 
+    @property
+    def integration_in_use(self) -> int:
+        """The integration (ms) the levels follow: the one the acquisition started with.
+
+        Like real hardware, a ``set-integration`` while acquiring applies from
+        the next start; when idle this is the integration set.
+        """
+        return self._integration_in_use if self.acquiring else self.integration
+
+    def default_layout(self) -> Configuration:
+        """The layout before any configuration: ``sections`` sections, LCP/RCP pairs per feed."""
+        return Configuration(UNCONFIGURED, "", self.UNCONFIGURED_NODDING, tuple(
+            SectionLayout(feed=min(index // 2, self.FEEDS - 1),
+                          polarization="LCP" if index % 2 == 0 else "RCP",
+                          bandwidth=1500.0, bins=1024)
+            for index in range(self._count)))
+
     def default_sections(self) -> list[Section]:
-        """The sections as they are before any ``set-section``: pairs of LCP/RCP per feed."""
-        return [Section(start_freq=100.0, bandwidth=1500.0,
-                        feed=min(index // 2, self.FEEDS - 1),
-                        mode="LCP" if index % 2 == 0 else "RCP",
-                        sample_rate=3000.0, bins=1024)
-                for index in range(self._count)]
+        """The sections as they are before any ``set-configuration`` or ``set-section``."""
+        return self._sections_of(self.default_layout())
+
+    def _sections_of(self, configuration: Configuration) -> list[Section]:
+        """The sections ``configuration`` loads; :class:`ConfigurationError` beyond the limits."""
+        if len(configuration.sections) > self.MAX_SECTIONS:
+            raise ConfigurationError(f"configuration {configuration.name}: "
+                             f"{len(configuration.sections)} sections; at most "
+                             f"{self.MAX_SECTIONS}")
+        sections = []
+        for layout in configuration.sections:
+            try:
+                settings = self._checked(start_freq=_START_FREQUENCY,
+                                         bandwidth=layout.bandwidth, feed=layout.feed,
+                                         mode=layout.polarization,
+                                         sample_rate=2 * layout.bandwidth, bins=layout.bins)
+            except BackendError as error:
+                raise ConfigurationError(f"configuration {configuration.name}: {error}") from None
+            sections.append(Section(**settings))
+        return sections
 
     def describe(self) -> str:
-        """A short description, e.g. ``BackendSimulator (2 sections)``."""
+        """A short description, e.g. ``BackendSimulator (2 sections, 20 configurations)``."""
         plural = "section" if self._count == 1 else "sections"
-        return f"{type(self).__name__} ({self._count} {plural})"
+        known = len(self.configurations)
+        return (f"{type(self).__name__} ({self._count} {plural}, {known} configuration"
+                + ("s)" if known != 1 else ")"))
 
     def _idle(self, what: str) -> None:
         if self.acquiring:
@@ -186,34 +240,47 @@ class BackendSimulator(Backend):
         return self.configuration
 
     def set_configuration(self, configuration: str) -> None:
-        """Load configuration ``configuration`` (e.g. ``SK00``): sections go back to defaults."""
-        if not isinstance(configuration, str) or not _CONFIGURATION_RE.fullmatch(configuration):
-            raise BackendError(f"configuration {configuration!r} unknown: an id is 1 to 32 "
-                               "letters digits - or _")
+        """Load configuration ``configuration`` (e.g. ``SK77``) of :attr:`configurations`.
+
+        Its sections replace the current ones and every feed is reported
+        again (as before any ``set-enable``).
+        """
+        sections = self._loads.get(configuration) if isinstance(configuration, str) else None
+        if sections is None:
+            raise BackendError(f"configuration {configuration!r} unknown: use "
+                               + " ".join(self.configurations))
         self._idle("set-configuration")
         self.configuration = configuration
-        self._sections = self.default_sections()
+        self.layout = self.configurations[configuration]
+        self._sections = list(sections)
+        self.enabled_feeds = None
 
     def get_integration(self) -> int:
         """The integration time in ms (0 before set)."""
         return self.integration
 
     def set_integration(self, integration: int) -> None:
-        """Set the integration time, ms."""
+        """Set the integration time, ms; while acquiring, from the next start."""
         value = _integer(integration, "integration")
         _within(value, (0, self.MAX_INTEGRATION), "integration", "ms")
-        self._idle("set-integration")
         self.integration = value
 
-    def _levels(self, bandwidth: float | None, zero: bool = False) -> list[float]:
+    def _inputs(self) -> list[tuple[int, Section]]:
+        """What get-tpi/get-rms report: the feed and the section of each input."""
+        return [(feed, self._sections[index])
+                for index, feed in self.layout.inputs(self.enabled_feeds)]
+
+    def _levels(self, inputs: list[tuple[int, Section]], bandwidth: float | None,
+                zero: bool = False) -> list[float]:
         if bandwidth is not None:
             _within(_number(bandwidth, "bandwidth"), self.BANDWIDTH_RANGE, "bandwidth", "MHz")
         values = []
-        for index, section in enumerate(self._sections):
+        for feed, section in inputs:
+            key = (feed, section.mode)
             if zero:
-                level = self._zero[index] + self._random.gauss(0.0, 0.02)
+                level = self._zero[key] + self._random.gauss(0.0, 0.02)
             else:
-                power = self.gains[index] * (bandwidth or section.bandwidth)
+                power = self.gains[key] * (bandwidth or section.bandwidth)
                 if self.calibration_on:
                     power *= 1.0 + _CAL_FRACTION
                 level = power * (1.0 + self._random.gauss(0.0, _LEVEL_NOISE))
@@ -226,73 +293,78 @@ class BackendSimulator(Backend):
 
     def get_tpi(self, frequency: float | None = None,
                 bandwidth: float | None = None) -> list[float]:
-        """Total power per section; ``bandwidth`` (MHz) overrides the sections' own."""
+        """Total power per input; ``bandwidth`` (MHz) overrides the sections' own."""
         self._check_frequency(frequency)
-        return self._levels(bandwidth)
+        return self._levels(self._inputs(), bandwidth)
 
     def get_tp0(self, frequency: float | None = None,
                 bandwidth: float | None = None) -> list[float]:
-        """Zero-level power per section: a little above zero."""
+        """Zero-level power per input: a little above zero."""
         self._check_frequency(frequency)
-        return self._levels(bandwidth, zero=True)
+        return self._levels(self._inputs(), bandwidth, zero=True)
 
     def get_rms(self) -> list[float]:
-        """The rms of the power per section, as the radiometer equation has it."""
-        seconds = max(self.integration, 1) / 1000.0
+        """The rms of the power per input, as the radiometer equation has it."""
+        seconds = max(self.integration_in_use, 1) / 1000.0
+        inputs = self._inputs()
         values = []
-        for level, section in zip(self._levels(None), self._sections):
+        for level, (_, section) in zip(self._levels(inputs, None), inputs):
             rms = level / math.sqrt(section.bandwidth * 1e6 * seconds)
             values.append(round(rms * (1.0 + self._random.gauss(0.0, 0.05)), 6))
         return values
+
+    def _checked(self, **values: Any) -> dict[str, Any]:
+        """The section settings given (none :data:`UNCHANGED`), checked and normalized."""
+        checked: dict[str, Any] = {}
+        if "start_freq" in values:
+            checked["start_freq"] = _number(values["start_freq"], "frequency")
+            _within(checked["start_freq"], self.FREQUENCY_RANGE, "frequency", "MHz")
+        if "bandwidth" in values:
+            checked["bandwidth"] = _number(values["bandwidth"], "bandwidth")
+            _within(checked["bandwidth"], self.BANDWIDTH_RANGE, "bandwidth", "MHz")
+        if "feed" in values:
+            checked["feed"] = _integer(values["feed"], "feed")
+            _within(checked["feed"], (0, self.FEEDS - 1), "feed")
+        if "mode" in values:
+            checked["mode"] = MODES.get(str(values["mode"]).lower())
+            if checked["mode"] is None:
+                raise BackendError(f"mode {values['mode']!r} unknown: use 0 1 2 LCP RCP CP "
+                                   "Stokes or FullStokes")
+        if "sample_rate" in values:
+            checked["sample_rate"] = _number(values["sample_rate"], "sample-rate")
+            _within(checked["sample_rate"], self.SAMPLE_RATE_RANGE, "sample-rate", "MHz")
+        if "bins" in values:
+            checked["bins"] = _integer(values["bins"], "bins")
+            _within(checked["bins"], self.BINS_RANGE, "bins")
+            if checked["bins"] & (checked["bins"] - 1):
+                raise BackendError(f"bins {checked['bins']} not a power of two")
+        return checked
 
     def set_section(self, section: int | str, start_freq: float | str,
                     bandwidth: float | str, feed: int | str, mode: str,
                     sample_rate: float | str, bins: int | str) -> None:
         """Configure ``section`` (-1: all); :data:`UNCHANGED` keeps a setting.
 
-        Every value is checked before any is applied.
+        Every value is checked before any is applied.  Which feed a section
+        carries for ``set-enable`` stays as the configuration wired it.
         """
         if section == UNCHANGED:
             raise BackendError("section * not allowed: give a section number or -1 for all")
         number = _integer(section, "section")
-        if number != -1:
-            if not 0 <= number < self._count:
-                raise BackendError(f"section {number} out of range 0..{self._count - 1}"
-                                   " (-1 for all)")
-        changes: dict[str, Any] = {}
-        if start_freq != UNCHANGED:
-            changes["start_freq"] = _number(start_freq, "frequency")
-            _within(changes["start_freq"], self.FREQUENCY_RANGE, "frequency", "MHz")
-        if bandwidth != UNCHANGED:
-            changes["bandwidth"] = _number(bandwidth, "bandwidth")
-            _within(changes["bandwidth"], self.BANDWIDTH_RANGE, "bandwidth", "MHz")
-        if feed != UNCHANGED:
-            changes["feed"] = self._feed(feed)
-        if mode != UNCHANGED:
-            changes["mode"] = MODES.get(str(mode).lower())
-            if changes["mode"] is None:
-                raise BackendError(f"mode {mode!r} unknown: use 0 1 2 LCP RCP CP Stokes"
-                                   " or FullStokes")
-        if sample_rate != UNCHANGED:
-            changes["sample_rate"] = _number(sample_rate, "sample-rate")
-            _within(changes["sample_rate"], self.SAMPLE_RATE_RANGE, "sample-rate", "MHz")
-        if bins != UNCHANGED:
-            changes["bins"] = _integer(bins, "bins")
-            _within(changes["bins"], self.BINS_RANGE, "bins")
-            if changes["bins"] & (changes["bins"] - 1):
-                raise BackendError(f"bins {changes['bins']} not a power of two")
+        count = len(self._sections)
+        if number != -1 and not 0 <= number < count:
+            raise BackendError(f"section {number} out of range 0..{count - 1} (-1 for all)")
+        given = {"start_freq": start_freq, "bandwidth": bandwidth, "feed": feed, "mode": mode,
+                 "sample_rate": sample_rate, "bins": bins}
+        changes = self._checked(**{name: value for name, value in given.items()
+                                   if value != UNCHANGED})
         self._idle("set-section")
-        targets = range(self._count) if number == -1 else (number,)
+        targets = range(count) if number == -1 else (number,)
         for index in targets:
             self._sections[index] = replace(self._sections[index], **changes)
 
-    def _feed(self, feed: Any) -> int:
-        value = _integer(feed, "feed")
-        _within(value, (0, self.FEEDS - 1), "feed")
-        return value
-
     def cal_on(self, interleave: int = 0) -> None:
-        """Calibration mark every ``interleave`` samples; 0 switches it off."""
+        """Calibration mark every ``interleave`` samples; 0 switches it off.  At once."""
         value = _integer(interleave, "interleave")
         if value < 0:
             raise BackendError(f"interleave {value} negative")
@@ -309,9 +381,20 @@ class BackendSimulator(Backend):
         self._idle("convert-data")
         self.conversions += 1
 
+    def _enabled_feed(self, feed: Any) -> int:
+        value = _integer(feed, "feed")
+        if value != ALL_FEEDS and not 0 <= value < self.FEEDS:
+            raise BackendError(f"feed {value} out of range 0..{self.FEEDS - 1} "
+                               f"({ALL_FEEDS}: all feeds)")
+        return value
+
     def set_enable(self, feed1: int, feed2: int) -> None:
-        """Enable the two given feeds."""
-        self.enabled_feeds = (self._feed(feed1), self._feed(feed2))
+        """Report the inputs of these two feeds (nodding), or of all with 7.  At once.
+
+        How many inputs that is follows the configuration's nodding rule
+        (see :meth:`discosbackend.configurations.Configuration.inputs`).
+        """
+        self.enabled_feeds = (self._enabled_feed(feed1), self._enabled_feed(feed2))
 
     def end_schedule(self) -> None:
         """The schedule is over."""
@@ -326,7 +409,7 @@ class BackendSimulator(Backend):
         self.parked = True
 
     def set_shift(self, shift: int) -> None:
-        """Set the shift."""
+        """Set the shift.  At once."""
         value = _integer(shift, "shift")
         _within(value, self.SHIFT_RANGE, "shift")
         self.shift = value
@@ -334,9 +417,10 @@ class BackendSimulator(Backend):
     # -- acquisition hooks ------------------------------------------------
 
     def start_acquisition(self) -> None:
-        """Begin acquiring: remember when."""
+        """Begin acquiring: remember when, and the integration to use."""
         self.started_at = self.clock.seconds()
         self.stopped_at = None
+        self._integration_in_use = self.integration
         self.parked = False
         self.schedule_ended = False
         _log.info("acquisition started")

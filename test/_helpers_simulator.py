@@ -1,9 +1,10 @@
-"""Helpers for the ``discos-backend serve`` tests: a server subprocess, a line client.
+"""Helpers for the simulator and ``serve`` tests: a server subprocess, a line client, a wire.
 
 :func:`start_serve` runs ``discos-backend serve`` (or any command printing
 the same "serving" line) in a subprocess and waits, bounded, for that line,
 which carries the bound ports.  :class:`LineClient` is a blocking socket
-client that reads one CR LF line per reply.
+client that reads one CR LF line per reply.  :class:`Wire` is a simulator
+behind the protocol on a fake transport: no socket at all.
 """
 
 from __future__ import annotations
@@ -18,6 +19,11 @@ import time
 from pathlib import Path
 from typing import Sequence
 
+from twisted.internet import task
+from twisted.internet.testing import StringTransport
+
+from discosbackend.protocol import DBProtocolFactory
+from discosbackend.simulator import BackendSimulator, SimulatorHandler
 from serving import CLI
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -126,3 +132,33 @@ class LineClient:
 
     def __exit__(self, *_: object) -> None:
         self.close()
+
+
+class Wire:
+    """A simulator behind a protocol on a fake transport, timed by ``clock`` (a new one if none)."""
+
+    def __init__(self, sim: BackendSimulator, clock: task.Clock | None = None,
+                 timeout: float | None = None):
+        self.sim = sim
+        self.clock = clock = clock if clock is not None else task.Clock()
+        self.handler = SimulatorHandler(sim)
+        factory = DBProtocolFactory(self.handler, clock=clock, timeout=timeout)
+        self.protocol = factory.buildProtocol(None)
+        self.transport = StringTransport()
+        self.protocol.makeConnection(self.transport)
+        assert self.take() == ["!version,ok,1.4"]
+
+    def send(self, *lines: str) -> None:
+        self.protocol.dataReceived("".join(line + "\r\n" for line in lines).encode())
+
+    def take(self) -> list[str]:
+        data = self.transport.value().decode()
+        self.transport.clear()
+        assert data == "" or data.endswith("\r\n")
+        return data.split("\r\n")[:-1]
+
+    def ask(self, line: str) -> str:
+        self.send(line)
+        replies = self.take()
+        assert len(replies) == 1, replies
+        return replies[0]

@@ -7,8 +7,12 @@ checks about what it breaks.
 - :class:`FailUnknownHandler`: answers an unknown command ``fail``, not ``invalid``.
 - :class:`EagerStart`, :class:`DeafStart`: get time-tagged starts wrong.
 - :class:`Scripted`: answers chosen commands with chosen raw lines.
+- :class:`LongStatusWord`: a ``status`` reply of over 600 bytes.
+- :class:`BusySetEnable`: ``set-enable`` answered ``fail`` while acquiring.
+- :class:`SectionsOnly`: as many values as ``sections``, whatever the configuration.
 - :func:`lf_only_factory`: a server whose lines end in a bare LF.
 - :func:`no_greeting_factory`: a server that does not greet.
+- :func:`blank_line_factory`: a server sending an empty line after each reply.
 - :class:`RewritingFactory`: any other rewriting of what a server sends.
 
 The factories make raw Twisted servers: serve them with :func:`listen_raw`
@@ -65,6 +69,40 @@ class Scripted(DBProtocolHandler):
         if scripted is None:
             return super().handle(message)
         return RawReply(scripted() if callable(scripted) else scripted)
+
+
+class LongStatusWord(BackendSimulator):
+    """A simulator whose status word is 600 characters long (the reply overflows DISCOS)."""
+
+    def status(self) -> tuple[Any, str, bool]:
+        return self.time(), "degraded-" + "x" * 591, self.acquiring
+
+
+class BusySetEnable(BackendSimulator):
+    """Refuses ``set-enable`` while acquiring, as the simulator once did other settings."""
+
+    def set_enable(self, feed1: int, feed2: int) -> None:
+        if self.acquiring:
+            raise BackendError("busy acquiring")
+        super().set_enable(feed1, feed2)
+
+
+class SectionsOnly(BackendSimulator):
+    """Gives its ``sections`` values whatever the configuration and the enabled feeds."""
+
+    def _first(self, values: list[float]) -> list[float]:
+        return values[:len(self.default_sections())]
+
+    def get_tpi(self, frequency: float | None = None,
+                bandwidth: float | None = None) -> list[float]:
+        return self._first(super().get_tpi(frequency, bandwidth))
+
+    def get_tp0(self, frequency: float | None = None,
+                bandwidth: float | None = None) -> list[float]:
+        return self._first(super().get_tp0(frequency, bandwidth))
+
+    def get_rms(self) -> list[float]:
+        return self._first(super().get_rms())
 
 
 class EagerStart(BackendSimulator):
@@ -126,6 +164,11 @@ def lf_only_factory() -> RewritingFactory:
 def no_greeting_factory() -> RewritingFactory:
     """A simulator server that sends no greeting."""
     return RewritingFactory(greeting=lambda data: b"")
+
+
+def blank_line_factory() -> RewritingFactory:
+    """A simulator server that follows every reply line with an empty line."""
+    return RewritingFactory(lambda data: data.replace(b"\r\n", b"\r\n\r\n"), greeting=_same)
 
 
 def doubling_factory(prefix: bytes) -> RewritingFactory:

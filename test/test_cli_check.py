@@ -20,43 +20,61 @@ from serving import CLI, closed_port, start_server
 #: ``discos-backend`` run the way the installed script runs it.
 STATE_CHANGING = [check.name for check in CHECKS if check.changes_state]
 READ_ONLY = [check.name for check in CHECKS if not check.changes_state]
+SARDARA = "the_real_sardara_session_is_accepted"
+SKARAB = "the_real_skarab_session_is_accepted"
+COUNT = "get_tpi_and_get_rms_follow_the_configuration"
+WHILE_ACQUIRING = "discos_settings_are_accepted_while_acquiring"
 #: Checks a server that answers ok to everything passes (it echoes arguments back).
 ALWAYS_OK_PASSES = {
-    "greeting_is_the_version_reply_ending_in_cr_lf", "version_reply_matches_the_greeting", "every_reply_ends_with_cr_lf",
+    "greeting_is_the_version_reply_ending_in_cr_lf", "version_reply_matches_the_greeting",
+    "every_reply_ends_with_cr_lf",
     "each_line_gets_exactly_one_reply_in_order", "a_line_that_breaks_the_grammar_is_invalid",
     "a_line_starting_with_bang_is_invalid", "set_section_accepts_what_discos_sends",
     "set_section_accepts_wildcards", "cal_on_accepts_an_interleave_and_none",
     "set_enable_is_accepted", "set_shift_is_accepted", "set_filename_accepts_an_absolute_path",
     "convert_data_is_accepted", "end_schedule_is_accepted", "backend_park_is_accepted",
-    "the_real_client_session_is_accepted"}
+    "the_real_client_session_is_accepted", "every_reply_is_under_512_bytes",
+    "no_reply_is_an_empty_line"}
 
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """``discos-backend check`` run as separate processes, all at once.
 
-    Only one run changes the simulator's state; the others sharing it are read-only.
+    Only one run changes the state of the simulator it checks; the others
+    sharing a server are read-only.
     """
     directory = tmp_path_factory.mktemp("check")
     with start_server("discosbackend.simulator:BackendSimulator") as simulator, \
+            start_server("discosbackend.simulator:BackendSimulator") as idle, \
             start_server("discosbackend.handlers:AlwaysOkHandler") as always_ok, \
-            start_server("natural_backends:NaturalBackend") as natural:
+            start_server("natural_backends:NaturalBackend") as natural, \
+            start_server("broken_backends:BusySetEnable") as busy, \
+            start_server("broken_backends:SectionsOnly") as sections_only, \
+            start_server("broken_backends:LongStatusWord") as long_status:
         cases: dict[str, tuple[list[str], dict[str, str]]] = {
-            "simulator": ([simulator.address], {}),
-            "natural": ([natural.address], {}),
+            "simulator": ([simulator.address, "--configurations", "srt"], {}),
+            "natural": ([natural.address, "--configurations", "srt"], {}),
             "always-ok": ([always_ok.address, "--junit-xml", str(directory / "ok.xml")], {}),
-            "read-only": ([simulator.address, "--read-only", "--junit-xml",
+            "read-only": ([idle.address, "--read-only", "--junit-xml",
                            str(directory / "read-only.xml"), "--sections", "2"], {}),
-            "selected": ([simulator.address, "--only",
+            "selected": ([idle.address, "--only",
                           "an_unknown_command_is_invalid,time_reply_is_a_timestamp_near_now",
                           "--only", "test_get_rms_replies_one_float_per_section",
                           "--skip", "time_reply_is_a_timestamp_near_now"], {}),
             "ascii": ([always_ok.address, "--only", "version_reply_matches_the_greeting,"
                                                     "an_unknown_command_is_invalid"],
                       {"PYTHONIOENCODING": "ascii"}),
-            "unwritable": ([simulator.address, "--only", "an_unknown_command_is_invalid",
+            "unwritable": ([idle.address, "--only", "an_unknown_command_is_invalid",
                             "--junit-xml", str(directory / "no" / "such" / "dir.xml")], {}),
             "refused": ([f"127.0.0.1:{closed_port()}"], {}),
+            "busy": ([busy.address, "--junit-xml", str(directory / "busy.xml"), "--only",
+                      f"set_enable_is_accepted,{WHILE_ACQUIRING},{SARDARA},{SKARAB}"], {}),
+            "sections-only": ([sections_only.address, "--configurations", "srt", "--only",
+                               f"get_tpi_replies_one_float_per_section,{COUNT}"], {}),
+            "long": ([long_status.address, "--only", "every_reply_is_under_512_bytes,"
+                                                     "status_reply_has_a_timestamp_a_word_"
+                                                     "and_a_flag"], {}),
         }
         started = {name: subprocess.Popen([*CLI, "check", *arguments], stdout=subprocess.PIPE,
                                           stderr=subprocess.PIPE, text=True,
@@ -102,6 +120,43 @@ def test_a_server_answering_ok_to_everything_fails_and_exits_1(runs: dict[str, A
             "    expected: !no-such-command,invalid,<reason>\n") in done.stdout
     failed = len(CHECKS) - len(ALWAYS_OK_PASSES)
     assert done.stdout.splitlines()[-1] == f"{len(ALWAYS_OK_PASSES)} passed, {failed} failed"
+
+
+def test_a_fail_to_set_enable_while_acquiring_is_reported_as_aborting_discos(
+        runs: dict[str, Any]) -> None:
+    done = runs["busy"]
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert marked(done.stdout, "✓") == {"set_enable_is_accepted"}
+    assert marked(done.stdout, "✗") == {WHILE_ACQUIRING, SARDARA, SKARAB}
+    assert (f"✗ {WHILE_ACQUIRING} (DISCOS aborts on this)\n"
+            "    sent:     ?set-enable,0,0\n"
+            "    received: !set-enable,fail,busy acquiring\n"
+            "    expected: !set-enable,ok (while acquiring)\n"
+            "    why:      DISCOS aborts on this: the real DISCOS client does not handle a fail "
+            "to set-enable: its component ends (refuse only values no schedule sends)\n"
+            ) in done.stdout
+    assert done.stdout.splitlines()[-1] == "1 passed, 3 failed (3 of them: DISCOS aborts on this)"
+    root = ElementTree.parse(runs["directory"] / "busy.xml").getroot()
+    assert root.get("failures") == "3"
+    assert {failure.get("type") for failure in root.iter("failure")} == {"DiscosAborts"}
+
+
+def test_a_wrong_count_and_a_long_reply_fail_saying_why(runs: dict[str, Any]) -> None:
+    done = runs["sections-only"]
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert marked(done.stdout, "✓") == {"get_tpi_replies_one_float_per_section"}
+    assert (f"✗ {COUNT}\n"
+            "    sent:     ?set-configuration,SK77 | ?get-tpi,0,0\n") in done.stdout
+    assert ("    expected: !get-tpi,ok,<value>...: 14 values, one per input of SK77\n"
+            "    why:      the real DISCOS client reads exactly as many values as the "
+            "configuration has inputs") in done.stdout
+    done = runs["long"]
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert marked(done.stdout, "✓") == {"status_reply_has_a_timestamp_a_word_and_a_flag"}
+    assert "    expected: a reply of at most 511 bytes with its CR LF, not 6" in done.stdout
+    assert ("    why:      the real DISCOS client reads each reply into a 512-byte buffer with "
+            "no bounds check\n") in done.stdout
+    assert done.stdout.splitlines()[-1] == "1 passed, 1 failed"
 
 
 def test_junit_xml_counts_failures_with_what_was_sent(runs: dict[str, Any]) -> None:
@@ -198,6 +253,8 @@ def test_list_honours_the_selection(capsys: pytest.CaptureFixture[str]) -> None:
     (["x:1", "--skip", "a,b"], "unknown check 'a', 'b'"),
     ([], "give the server's HOST:PORT (or --list)"),
     (["host:99999"], "bad port '99999'"),
+    (["x:1", "--configurations", "/no/such.toml"],
+     "cannot read /no/such.toml: No such file or directory"),
 ])
 def test_bad_arguments_exit_2_with_one_line(arguments: list[str], message: str,
                                             capsys: pytest.CaptureFixture[str]) -> None:

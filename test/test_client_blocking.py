@@ -157,6 +157,8 @@ def test_the_typical_session_against_the_simulator() -> None:
         client.cal_on(10)
         client.cal_on()
         client.set_enable(0, 0)
+        assert len(client.get_tpi(0, 0)) == 4  # nodding on feed 0 twice, as Sardara does
+        client.set_enable(7, 7)                # all feeds
         client.set_shift(3)
         tpi = client.get_tpi(0, 0)
         assert len(tpi) == 2 and all(isinstance(value, float) for value in tpi)

@@ -25,14 +25,16 @@ from twisted.internet.testing import MemoryReactorClock
 from twisted.logger import PredicateResult
 from twisted.python.failure import Failure
 
-from _helpers_simulator import ROOT, LineClient, ServeProcess, run_serve, start_serve
+from _helpers_simulator import ROOT, LineClient, ServeProcess, Wire, run_serve, start_serve
 from discosbackend.backend import Backend
 from discosbackend.cli import CommandLineError, build_parser, main
 from discosbackend.cli import serve as serve_module
+from discosbackend.configurations import load, srt
 from discosbackend.faults import GARBAGE, ControlHandler
 from discosbackend.grammar import parse_message
 from discosbackend.handlers import DBProtocolHandler
 from discosbackend.simulator import BackendSimulator, SimulatorHandler
+from discosbackend.testing.checks import SARDARA_SESSION, SKARAB_SESSION
 
 TIMEOUT = 0.5  # the served simulator's per-request timeout, seconds
 
@@ -87,8 +89,9 @@ def wait_status(client: LineClient, acquiring: str, limit: float = 5.0) -> str:
 
 
 def test_serving_line(served: ServeProcess) -> None:
-    assert served.what == "BackendSimulator (2 sections)"
-    assert served.line.startswith("discos-backend: serving BackendSimulator (2 sections) on "
+    assert served.what == "BackendSimulator (2 sections, 20 configurations)"
+    assert served.line.startswith("discos-backend: serving BackendSimulator (2 sections, "
+                                  "20 configurations) on "
                                   f"tcp:127.0.0.1:{served.port}; control on tcp:127.0.0.1:")
     assert served.control_port not in (None, served.port)
 
@@ -107,6 +110,8 @@ def test_full_observing_session(public: LineClient) -> None:
     assert ask("?set-section,0,100,5000,0,0,3000,1024") == (
         "!set-section,fail,bandwidth 5000 out of range 1..2300 MHz")
     assert ask("?set-enable,0,1") == "!set-enable,ok"
+    assert len(floats(ask("?get-tpi,0,0"))) == 4  # nodding: 2 feeds x 2 polarizations
+    assert ask("?set-enable,7,7") == "!set-enable,ok"  # all feeds again
     assert ask("?set-shift,3") == "!set-shift,ok"
     off = floats(ask("?get-tpi,0,0"))
     assert ask("?cal-on,10") == "!cal-on,ok"
@@ -144,6 +149,84 @@ def test_full_observing_session(public: LineClient) -> None:
     assert ask("?end-schedule") == "!end-schedule,ok"
     assert ask("?backend-park") == "!backend-park,ok"
     assert ask("?nosuch") == "!nosuch,invalid,unknown command 'nosuch'"
+
+
+#: The number of values the real client reads at each get-tpi/get-rms of its
+#: sessions: SK77 has 14 inputs, Sardara nodding 4 (even on one feed twice);
+#: SKARAB_1 has 2, SKARAB nodding 4 on two feeds and 2 on one.
+SESSIONS = {
+    "Sardara": (SARDARA_SESSION, [14, 14, 14, 14, 4, 4, 4, 4, 4, 4, 4, 4]),
+    "SKARAB": (SKARAB_SESSION, [2, 2, 2, 2, 2, 4, 4, 2, 2, 2]),
+}
+
+
+@pytest.mark.parametrize("who", list(SESSIONS))
+def test_the_real_clients_sessions_get_ok_and_the_counts_they_read(
+        public: LineClient, who: str) -> None:
+    steps, counts = SESSIONS[who]
+    read = []
+    acquiring = False
+    for name, *arguments in steps:
+        line = "?" + ",".join([name, *arguments])
+        reply = public.ask(line)
+        message = parse_message(reply)
+        assert (message.name, message.code) == (name, "ok"), (line, reply)
+        assert len(reply) + 2 < 512, reply
+        acquiring = {"start": True, "stop": False, "backend-park": False}.get(name, acquiring)
+        if name == "status":
+            assert message.arguments[2] == str(int(acquiring)), line
+        if name in ("get-tpi", "get-rms"):
+            assert all(value > 0 for value in floats(reply)), reply
+            read.append(len(message.arguments))
+    assert read == counts
+    assert public.ask("?set-configuration,SK00") == "!set-configuration,ok"
+
+
+SITE_TABLE = """
+[families]
+Site = { nodding = "distinct-feeds" }
+
+[configurations]
+XK44 = { family = "Site", bandwidth = [250, 500, 250, 500], bins = 2048, feeds = [0, 0, 3, 3], polarizations = ["L", "R", "L", "R"] }
+"""
+SITE_SESSION = ["?get-tpi,0,0", "?set-configuration,XK44", "?set-integration,40", "?get-tpi,0,0",
+                "?cal-on,5", "?get-tpi,0,0", "?get-rms", "?get-tp0,0,0", "?set-enable,3,3",
+                "?get-tpi,0,0", "?get-rms"]
+
+
+def test_serve_a_site_table_with_a_seed(tmp_path: Path) -> None:
+    """--configurations and --seed reach the simulator: its values are those of the seed."""
+    table = tmp_path / "site.toml"
+    table.write_text(SITE_TABLE, encoding="utf-8")
+    server = start_serve(["--port", "0", "--control-port", "none", "--seed", "7",
+                          "--configurations", str(table)])
+    try:
+        assert server.what == "BackendSimulator (2 sections, 1 configuration)"
+        with LineClient(server.port) as client:
+            assert client.ask("?set-configuration,SK77") == (
+                "!set-configuration,fail,configuration 'SK77' unknown: use XK44")
+            replies = [client.ask(line) for line in SITE_SESSION]
+    finally:
+        status, err = server.terminate()
+    assert status == 0, err
+    # the same requests to a simulator with the same seed and table, in process
+    wire = Wire(BackendSimulator(seed=7, configurations=load(str(table))))
+    assert replies == [wire.ask(line) for line in SITE_SESSION]
+    assert [len(parse_message(reply).arguments) for reply in replies] == [
+        2, 0, 0, 4, 0, 4, 4, 4, 0, 2, 2]
+    other = Wire(BackendSimulator(seed=8, configurations=load(str(table))))
+    assert replies != [other.ask(line) for line in SITE_SESSION]
+
+
+def test_a_site_table_beyond_the_simulator_limits(tmp_path: Path) -> None:
+    table = tmp_path / "wide.toml"
+    table.write_text(SITE_TABLE.replace("500", "5000"), encoding="utf-8")
+    with pytest.raises(CommandLineError, match="^--configurations: configuration XK44: "
+                                               "bandwidth 5000 out of range 1..2300 MHz$"):
+        serve_module.build(parse("--configurations", str(table)))
+    table.write_text("[families\n", encoding="utf-8")
+    with pytest.raises(CommandLineError, match=f"^--configurations: {table}: .* line 1"):
+        serve_module.build(parse("--configurations", str(table)))
 
 
 def test_control_commands_not_on_public_port(public: LineClient) -> None:
@@ -300,7 +383,8 @@ def test_build_defaults() -> None:
     assert setup.public == "tcp:8978:interface=127.0.0.1"
     assert setup.control == "tcp:8979:interface=127.0.0.1"
     assert setup.timeout is None and not setup.verbose
-    assert setup.describe() == "BackendSimulator (2 sections)"
+    assert setup.describe() == "BackendSimulator (2 sections, 20 configurations)"
+    assert setup.backend.configurations is srt()
 
 
 @pytest.mark.parametrize("arguments, public, control_endpoint", [
@@ -361,7 +445,7 @@ class Broken(Backend):
 
 
 class SmallSimulator(BackendSimulator):
-    FEEDS = 1
+    BANDWIDTH_RANGE = (1.0, 2000.0)
 
 
 @pytest.mark.parametrize("spec, message", [
@@ -412,6 +496,11 @@ def test_build_own_backends() -> None:
     (["--backend", f"{__name__}:NeedsArguments"], "cannot create NeedsArguments: TypeError"),
     (["--backend", f"{__name__}:Broken"], "cannot create Broken: RuntimeError: no hardware"),
     (["--sections", "5000"], "cannot create BackendSimulator: ValueError: sections"),
+    (["--backend", f"{__name__}:Plain", "--seed", "1"], "--seed applies to the simulator only"),
+    (["--backend", f"{__name__}:Plain", "--configurations", "srt"],
+     "--configurations applies to the simulator only"),
+    (["--configurations", "/no/such.toml"],
+     "--configurations: cannot read /no/such.toml: No such file or directory"),
     (["--port", "65535"], "no default control port after 65535"),
 ])
 def test_build_refuses(arguments: list[str], message: str) -> None:
@@ -470,8 +559,8 @@ def test_serve_on_memory_reactor(quiet: list[bool]) -> None:
     setup = serve_module.build(parse("--port", "0", "--sections", "3"))
     assert serve_module.serve(setup, reactor=reactor, out=out) == 0
     assert reactor.hasRun
-    assert out.getvalue() == ("discos-backend: serving BackendSimulator (3 sections) on "
-                              "tcp:0.0.0.0:0; control on tcp:0.0.0.0:0\n")
+    assert out.getvalue() == ("discos-backend: serving BackendSimulator (3 sections, "
+                              "20 configurations) on tcp:0.0.0.0:0; control on tcp:0.0.0.0:0\n")
     assert [server[0] for server in reactor.tcpServers] == [0, 0]
     assert quiet == [False]
     assert len(reactor.triggers["before"]["shutdown"]) == 1
@@ -483,7 +572,8 @@ def test_serve_unix_endpoint(quiet: list[bool], tmp_path: Path) -> None:
     path = tmp_path / "b.sock"
     setup = serve_module.build(parse("--endpoint", f"unix:{path}", "-v"))
     assert serve_module.serve(setup, reactor=reactor, out=out) == 0
-    assert out.getvalue() == f"discos-backend: serving BackendSimulator (2 sections) on unix:{path}\n"
+    assert out.getvalue() == ("discos-backend: serving BackendSimulator (2 sections, "
+                              f"20 configurations) on unix:{path}\n")
     assert quiet == [True]
 
 

@@ -12,14 +12,27 @@ import pytest
 from twisted.internet import task
 from twisted.internet.testing import StringTransport
 
+from discosbackend.configurations import ConfigurationError, parse, srt
 from discosbackend.errors import ArgumentError, BackendError, InvalidRequest
 from discosbackend.faults import GARBAGE, ControlHandler, Faults
 from discosbackend.grammar import parse_message
 from discosbackend.protocol import DBProtocolFactory
-from discosbackend.simulator import (MODES, UNCONFIGURED, BackendSimulator, Section,
-                                     SimulatorHandler)
+from discosbackend.simulator import MODES, UNCONFIGURED, BackendSimulator, Section
+
+from _helpers_simulator import Wire
 
 NOW = 1_700_000_000.0
+#: A table of one configuration: four sections on feeds 1 and 4.
+ONE = parse("""
+[families]
+Test = { nodding = "distinct-feeds" }
+[configurations.XK14]
+family = "Test"
+bandwidth = [100, 200, 300, 400]
+bins = 2048
+feeds = [1, 1, 4, 4]
+polarizations = ["L", "R", "FullStokes", "2"]
+""")
 
 #: PROTOCOL.md section 6: every one must be answered ok with default settings.
 MUST_ACCEPT = [
@@ -49,35 +62,6 @@ def fixture_sim(clock: task.Clock) -> BackendSimulator:
     return BackendSimulator(clock=clock, seed=42)
 
 
-class Wire:
-    """A simulator behind a protocol on a fake transport."""
-
-    def __init__(self, sim: BackendSimulator, clock: task.Clock, timeout: float | None = None):
-        self.sim = sim
-        self.clock = clock
-        self.handler = SimulatorHandler(sim)
-        factory = DBProtocolFactory(self.handler, clock=clock, timeout=timeout)
-        self.protocol = factory.buildProtocol(None)
-        self.transport = StringTransport()
-        self.protocol.makeConnection(self.transport)
-        assert self.take() == ["!version,ok,1.4"]
-
-    def send(self, *lines: str) -> None:
-        self.protocol.dataReceived("".join(line + "\r\n" for line in lines).encode())
-
-    def take(self) -> list[str]:
-        data = self.transport.value().decode()
-        self.transport.clear()
-        assert data == "" or data.endswith("\r\n")
-        return data.split("\r\n")[:-1]
-
-    def ask(self, line: str) -> str:
-        self.send(line)
-        replies = self.take()
-        assert len(replies) == 1, replies
-        return replies[0]
-
-
 @pytest.fixture(name="wire")
 def fixture_wire(sim: BackendSimulator, clock: task.Clock) -> Wire:
     return Wire(sim, clock)
@@ -101,8 +85,11 @@ def test_defaults(sim: BackendSimulator, clock: task.Clock) -> None:
     assert sim.time() == NOW
     clock.advance(1.5)
     assert sim.time() == NOW + 1.5
-    assert sim.describe() == "BackendSimulator (2 sections)"
-    assert BackendSimulator(sections=1, clock=clock).describe() == "BackendSimulator (1 section)"
+    assert sim.describe() == "BackendSimulator (2 sections, 20 configurations)"
+    assert BackendSimulator(sections=1, clock=clock, configurations=ONE).describe() == (
+        "BackendSimulator (1 section, 1 configuration)")
+    assert sim.configurations is srt()
+    assert sim.enabled_feeds is None
     assert [s.mode for s in sim.sections] == ["LCP", "RCP"]
     assert not sim.calibration_on
     assert sim.filename is None
@@ -191,27 +178,55 @@ def test_set_section_fail_reply(wire: Wire) -> None:
         "!set-section,fail,set-section needs 7 arguments (got 6)")
 
 
-@pytest.mark.parametrize("name", ["SK00", "XK77", "TPB", "sk00", "K_band-2", "x" * 32])
-def test_configurations_accepted(sim: BackendSimulator, name: str) -> None:
+@pytest.mark.parametrize("name", list(srt()))
+def test_every_srt_configuration_loads_its_sections(sim: BackendSimulator, name: str) -> None:
     sim.set_section(0, "*", 300.0, "*", "*", "*", "*")
+    sim.set_enable(0, 0)
     sim.set_configuration(name)
     assert sim.get_configuration() == name
-    assert sim.sections == tuple(sim.default_sections())  # loading resets the sections
+    assert sim.enabled_feeds is None  # every input reported again
+    layout = srt()[name]
+    assert sim.layout is layout
+    assert sim.section_count == len(layout.sections)
+    assert sim.sections == tuple(
+        Section(100.0, s.bandwidth, s.feed, s.polarization, 2 * s.bandwidth, s.bins)
+        for s in layout.sections)
+    for read in (sim.get_tpi, sim.get_tp0, sim.get_rms):
+        assert len(read()) == sim.section_count
 
 
-@pytest.mark.parametrize("name", ["", "a b", "SK.00", "x" * 33, "é"])
-def test_configurations_rejected(sim: BackendSimulator, name: str) -> None:
-    with pytest.raises(BackendError, match="^configuration .* unknown"):
-        sim.set_configuration(name)
+def test_sk77_has_a_pair_of_sections_per_feed(sim: BackendSimulator) -> None:
+    sim.set_configuration("SK77")
+    assert [(s.feed, s.mode) for s in sim.sections] == [
+        (feed, mode) for feed in range(7) for mode in ("LCP", "RCP")]
+    assert {s.bandwidth for s in sim.sections} == {1500.0}
+    sim.set_configuration("SKARAB_3S")
+    assert [(s.feed, s.mode, s.bandwidth, s.bins) for s in sim.sections] == [
+        (0, "Stokes", 187.5, 65536), (0, "Stokes", 187.5, 65536)]
+
+
+@pytest.mark.parametrize("name", ["", "a b", "XK77", "sk00", "SK00 ", "x" * 33, "é", None])
+def test_unknown_configurations_are_refused(sim: BackendSimulator, name: object) -> None:
+    with pytest.raises(BackendError, match="^configuration .* unknown: use SK00 SC00 "):
+        sim.set_configuration(name)  # type: ignore[arg-type]
     assert sim.get_configuration() == UNCONFIGURED
+
+
+def test_unknown_configuration_reply_names_the_known_ones(wire: Wire) -> None:
+    reply = wire.ask("?set-configuration,XK77")
+    assert reply.startswith("!set-configuration,fail,configuration 'XK77' unknown: use SK00 ")
+    assert reply.endswith(" SKARAB_5S") and len(reply) < 300
 
 
 def test_integration(sim: BackendSimulator) -> None:
     sim.set_integration(40)
     assert sim.get_integration() == 40
-    with pytest.raises(BackendError, match="integration 3600001 out of range 0..3600000 ms"):
-        sim.set_integration(3_600_001)
-    assert sim.get_integration() == 40
+    sim.set_integration(2**31 - 1)  # what a 32-bit integer of ms holds
+    with pytest.raises(BackendError, match="integration 2147483648 out of range 0..2147483647"):
+        sim.set_integration(2**31)
+    with pytest.raises(BackendError, match="integration -1 out of range"):
+        sim.set_integration(-1)
+    assert sim.get_integration() == 2**31 - 1
 
 
 def test_cal_on_filename_enable_shift(sim: BackendSimulator) -> None:
@@ -227,26 +242,64 @@ def test_cal_on_filename_enable_shift(sim: BackendSimulator) -> None:
         sim.set_filename("")
     sim.set_enable(1, 6)
     assert sim.enabled_feeds == (1, 6)
-    with pytest.raises(BackendError, match="feed 7 out of range"):
-        sim.set_enable(0, 7)
-    assert sim.enabled_feeds == (1, 6)
-    sim.set_shift(3)
-    assert sim.shift == 3
-    with pytest.raises(BackendError, match="shift 40 out of range"):
-        sim.set_shift(40)
+    sim.set_enable(7, 7)  # all feeds
+    assert sim.enabled_feeds == (7, 7)
+    for feeds in ((0, 8), (-1, 0)):
+        with pytest.raises(BackendError, match=r"^feed -?[0-9] out of range 0..6 \(7: all "):
+            sim.set_enable(*feeds)
+    assert sim.enabled_feeds == (7, 7)
+    for shift in (3, 40, -63, 63):
+        sim.set_shift(shift)
+        assert sim.shift == shift
+    with pytest.raises(BackendError, match="shift 64 out of range -63..63"):
+        sim.set_shift(64)
 
 
 def test_busy_while_acquiring(sim: BackendSimulator) -> None:
     sim.start()
-    for call in (lambda: sim.set_configuration("SK00"), lambda: sim.set_integration(10),
+    for call in (lambda: sim.set_configuration("SK00"),
                  lambda: sim.set_section(0, "*", "*", "*", "*", "*", "*"), sim.convert_data):
         with pytest.raises(BackendError, match="^busy acquiring"):
             call()
-    sim.cal_on(5)  # allowed while acquiring
     sim.set_filename("/f")
     sim.stop()
     sim.convert_data()
     assert sim.conversions == 1
+
+
+def test_what_discos_cannot_see_refused_is_accepted_while_acquiring(wire: Wire) -> None:
+    """A fail to any of these four ends the real client's component."""
+    assert wire.ask("?set-configuration,SK77") == "!set-configuration,ok"
+    assert wire.ask("?start") == "!start,ok"
+    for line in ("?set-integration,40", "?set-integration,0", "?cal-on,10", "?cal-on",
+                 "?set-enable,2,3", "?set-enable,7,7", "?set-enable,0,0", "?set-shift,3",
+                 "?set-shift,-3"):
+        assert wire.ask(line) == f"!{line[1:].split(',')[0]},ok", line
+    assert wire.sim.acquiring
+    # applied at once: the mark, the feeds, the shift
+    assert (wire.sim.interleave, wire.sim.enabled_feeds, wire.sim.shift) == (0, (0, 0), -3)
+    # only impossible values are refused
+    assert wire.ask("?set-integration,-1").startswith("!set-integration,fail,invalid")
+    assert wire.ask("?set-enable,0,9") == (
+        "!set-enable,fail,feed 9 out of range 0..6 (7: all feeds)")
+    assert wire.ask("?cal-on,-1").startswith("!cal-on,fail,invalid")
+
+
+def test_integration_set_while_acquiring_applies_from_the_next_start(
+        sim: BackendSimulator) -> None:
+    sim.set_integration(1000)
+    sim.start()
+    sim.set_integration(10)
+    assert sim.get_integration() == 10  # the setting, at once
+    assert sim.integration_in_use == 1000  # the acquisition keeps its own
+    long = sim.get_rms()
+    sim.stop()
+    assert sim.integration_in_use == 10
+    sim.start()
+    assert sim.integration_in_use == 10
+    short = sim.get_rms()
+    for s, l in zip(short, long):
+        assert s / l == pytest.approx(10, rel=0.3)  # radiometer: sqrt(1000 / 10)
 
 
 # -- acquisition ---------------------------------------------------------
@@ -323,7 +376,7 @@ def test_one_value_per_section(clock: task.Clock) -> None:
 def test_tpi_plausible_and_noisy(sim: BackendSimulator) -> None:
     first, second = sim.get_tpi(), sim.get_tpi()
     assert first != second  # noise
-    for a, b, gain in zip(first, second, sim.gains):
+    for a, b, gain in zip(first, second, (sim.gains[0, "LCP"], sim.gains[0, "RCP"])):
         assert 0.5 * 1500 < a < 0.9 * 1500
         assert abs(a - b) / a < 0.02
         assert abs(a / (gain * 1500) - 1) < 0.02
@@ -374,12 +427,148 @@ def test_seed_makes_levels_repeatable(clock: task.Clock) -> None:
     assert one.gains == two.gains
 
 
+def test_seed_makes_a_whole_session_repeatable(clock: task.Clock) -> None:
+    def session(seed: int) -> list[list[float]]:
+        sim = BackendSimulator(clock=clock, seed=seed)
+        readings = [sim.get_tpi(), sim.get_tp0()]
+        sim.set_configuration("SK77")
+        sim.set_integration(40)
+        sim.cal_on(10)
+        readings += [sim.get_tpi(), sim.get_rms()]
+        sim.set_enable(2, 3)
+        return readings + [sim.get_tpi(), sim.get_rms(), sim.get_tp0()]
+    assert session(5) == session(5)
+    assert session(5) != session(6)
+
+
 def test_tpi_arguments_checked(sim: BackendSimulator) -> None:
     with pytest.raises(BackendError, match="bandwidth 9000 out of range"):
         sim.get_tpi(100.0, 9000.0)
     with pytest.raises(BackendError, match="frequency -1 out of range"):
         sim.get_tp0(-1.0)
     assert len(sim.get_tpi(100.0, 500.0)) == 2
+
+
+def test_rms_is_the_radiometer_equation(sim: BackendSimulator) -> None:
+    sim.set_configuration("SKARAB_4")  # 93.75 MHz
+    sim.set_integration(40)
+    for rms, level in zip(sim.get_rms(), sim.get_tpi()):
+        assert rms == pytest.approx(level / math.sqrt(93.75e6 * 0.040), rel=0.25)
+
+
+# -- nodding ---------------------------------------------------------------
+
+
+def counts(sim: BackendSimulator) -> tuple[int, int, int]:
+    return len(sim.get_tpi()), len(sim.get_tp0()), len(sim.get_rms())
+
+
+@pytest.mark.parametrize("configuration, feeds, expected", [
+    # Sardara: the inputs of both feeds, even of one feed twice
+    ("SK77", None, 14), ("SK77", (2, 3), 4), ("SK77", (3, 3), 4), ("SK77", (7, 7), 14),
+    ("SK77", (0, 7), 14), ("SK00", (0, 0), 4), ("SK00", (0, 5), 4), ("SK77S", (6, 0), 4),
+    ("SP00S", None, 2),
+    # SKARAB: the inputs of each distinct feed once
+    ("SKARAB_1", None, 2), ("SKARAB_1", (7, 7), 2), ("SKARAB_1", (0, 3), 4),
+    ("SKARAB_1", (2, 2), 2), ("SKARAB_5S", (1, 1), 2), ("SKARAB_2", (6, 0), 4),
+])
+def test_nodding_reports_what_the_real_client_expects(
+        sim: BackendSimulator, configuration: str, feeds: tuple[int, int] | None,
+        expected: int) -> None:
+    sim.set_configuration(configuration)
+    if feeds is not None:
+        sim.set_enable(*feeds)
+    assert counts(sim) == (expected,) * 3
+
+
+def test_each_set_enable_changes_the_count_again(wire: Wire) -> None:
+    assert wire.ask("?set-configuration,SKARAB_1") == "!set-configuration,ok"
+    for feeds, expected in (("0,3", 4), ("2,2", 2), ("7,7", 2), ("1,5", 4), ("7,7", 2)):
+        assert wire.ask(f"?set-enable,{feeds}") == "!set-enable,ok"
+        assert len(values(wire.ask("?get-tpi,0,0"))) == expected, feeds
+        assert len(values(wire.ask("?get-rms"))) == expected, feeds
+    wire.ask("?set-enable,1,5")
+    assert wire.ask("?set-configuration,SKARAB_1") == "!set-configuration,ok"
+    assert len(values(wire.ask("?get-tpi,0,0"))) == 2  # a configuration reports every input
+
+
+def test_before_any_configuration_it_nods_like_sardara(clock: task.Clock) -> None:
+    sim = BackendSimulator(sections=4, clock=clock)  # feeds 0 0 1 1
+    assert counts(sim) == (4, 4, 4)
+    for feeds in ((1, 1), (0, 1), (5, 6)):
+        sim.set_enable(*feeds)
+        assert counts(sim) == (4, 4, 4), feeds
+    single = BackendSimulator(sections=1, clock=clock)
+    single.set_enable(3, 3)
+    assert counts(single) == (2, 2, 2)
+
+
+def test_levels_differ_per_feed_and_polarization(clock: task.Clock) -> None:
+    sim = BackendSimulator(clock=clock, seed=3)
+    gain = sim.gains
+    sim.set_configuration("SK77")
+    assert sim.get_tpi() == pytest.approx(
+        [gain[feed, mode] * 1500 for feed in range(7) for mode in ("LCP", "RCP")], rel=0.01)
+    sim.set_enable(3, 5)
+    nodding = sim.get_tpi()
+    assert nodding == pytest.approx([gain[3, "LCP"] * 1500, gain[3, "RCP"] * 1500,
+                                     gain[5, "LCP"] * 1500, gain[5, "RCP"] * 1500], rel=0.01)
+    assert len(set(nodding)) == 4
+    # a single-beam configuration nodding onto feed 4 reports feed 4's levels
+    sim.set_configuration("SK00")
+    sim.set_enable(0, 4)
+    assert sim.get_tpi() == pytest.approx([gain[0, "LCP"] * 1500, gain[0, "RCP"] * 1500,
+                                           gain[4, "LCP"] * 1500, gain[4, "RCP"] * 1500],
+                                          rel=0.01)
+    sim.set_configuration("SK00S")
+    assert sim.get_tpi() == pytest.approx([gain[0, "Stokes"] * 1500] * 2, rel=0.01)
+
+
+def test_a_table_of_its_own(clock: task.Clock) -> None:
+    sim = BackendSimulator(clock=clock, seed=1, configurations=ONE)
+    with pytest.raises(BackendError, match="configuration 'SK00' unknown: use XK14$"):
+        sim.set_configuration("SK00")
+    sim.set_configuration("XK14")
+    assert [(s.bandwidth, s.feed, s.mode, s.bins) for s in sim.sections] == [
+        (100.0, 1, "LCP", 2048), (200.0, 1, "RCP", 2048), (300.0, 4, "Stokes", 2048),
+        (400.0, 4, "Stokes", 2048)]
+    levels = sim.get_tpi()
+    assert levels == pytest.approx([sim.gains[1, "LCP"] * 100, sim.gains[1, "RCP"] * 200,
+                                    sim.gains[4, "Stokes"] * 300,
+                                    sim.gains[4, "Stokes"] * 400], rel=0.01)
+    for feeds, expected in (((4, 4), 2), ((1, 4), 4), ((2, 2), 2), ((7, 4), 4)):
+        sim.set_enable(*feeds)
+        assert counts(sim) == (expected,) * 3, feeds
+
+
+@pytest.mark.parametrize("entry, reason", [
+    ('bandwidth = 5000, bins = 1024, feeds = [0], polarizations = ["L"]',
+     "configuration XK: bandwidth 5000 out of range 1..2300 MHz"),
+    ('bandwidth = 500, bins = 1024, feeds = [9], polarizations = ["L"]',
+     "configuration XK: feed 9 out of range 0..6"),
+    ('bandwidth = 500, bins = 1000, feeds = [0], polarizations = ["L"]',
+     "configuration XK: bins 1000 not a power of two"),
+    ('bandwidth = 500, bins = 1024, feeds = [0], polarizations = ["L"]',
+     ""),
+])
+def test_a_table_beyond_the_limits_is_refused_at_once(entry: str, reason: str) -> None:
+    table = parse(f'families.F = {{ nodding = "both-feeds" }}\n'
+                  f'configurations.XK = {{ family = "F", {entry} }}\n')
+    if not reason:
+        assert BackendSimulator(configurations=table).configurations is table
+        return
+    with pytest.raises(ConfigurationError) as raised:
+        BackendSimulator(configurations=table)
+    assert str(raised.value) == reason
+
+
+def test_too_many_sections_in_a_table(clock: task.Clock) -> None:
+    feeds, polarizations = ", ".join(["0"] * 1025), ", ".join(['"S"'] * 1025)
+    table = parse(f'families.F = {{ nodding = "both-feeds" }}\n'
+                  f'configurations.XK = {{ family = "F", bandwidth = 500, bins = 1024, '
+                  f'feeds = [{feeds}], polarizations = [{polarizations}] }}\n')
+    with pytest.raises(ConfigurationError, match="configuration XK: 1025 sections; at most 1024"):
+        BackendSimulator(clock=clock, configurations=table)
 
 
 # -- faults ----------------------------------------------------------------

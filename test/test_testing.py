@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import tempfile
 import textwrap
 import time
 import unittest
@@ -25,28 +26,49 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from discosbackend import server
 from discosbackend.client.address import Address
+from discosbackend.configurations import parse, srt
 from discosbackend.grammar import Message, ok
 from discosbackend.handlers import DBProtocolHandler, Handler
 from discosbackend.responder import RawReply
 from discosbackend.simulator import BackendSimulator
-from discosbackend.testing import (CHECK_NAMES, CHECKS, ERROR, FAILED, PASSED, SKIPPED,
+from discosbackend.testing import (ABORTS, CHECK_NAMES, CHECKS, ERROR, FAILED, PASSED, SKIPPED,
                                    BackendTestCase, CannotConnect, Check, CheckFailed,
-                                   Settings, check_named, connect, run_check, run_checks,
-                                   select_checks, wait_for)
-from discosbackend.testing.session import StateChangeRefused, show, show_lines
+                                   DiscosAborts, Settings, check_named, connect, run_check,
+                                   run_checks, select_checks, wait_for)
+from discosbackend.testing.session import (EMPTY_LINE_REASON, StateChangeRefused, show,
+                                           show_lines)
 from discosbackend.timediscos import TICKS_PER_SECOND
 
-from broken_backends import (DeafStart, EagerStart, FailUnknownHandler, RewritingFactory,
-                             Scripted, TwoValueStatus, doubling_factory, lf_only_factory,
-                             listen_raw, no_greeting_factory, stop_raw)
+from broken_backends import (BusySetEnable, DeafStart, EagerStart, FailUnknownHandler,
+                             LongStatusWord, RewritingFactory, Scripted, SectionsOnly,
+                             TwoValueStatus, blank_line_factory, doubling_factory,
+                             lf_only_factory, listen_raw, no_greeting_factory, stop_raw)
 
 STATE_CHANGING = {check.name for check in CHECKS if check.changes_state}
+#: A table of one configuration, XK77: four sections on feeds 0 and 1, nodding like SKARAB.
+XK_TABLE = parse("""
+[families]
+XK = { nodding = "distinct-feeds" }
+[configurations.XK77]
+family = "XK"
+bandwidth = 700
+bins = 512
+feeds = [0, 0, 1, 1]
+polarizations = ["L", "R", "L", "R"]
+""")
+SARDARA = "the_real_sardara_session_is_accepted"
+SKARAB = "the_real_skarab_session_is_accepted"
+COUNT = "get_tpi_and_get_rms_follow_the_configuration"
+WHILE_ACQUIRING = "discos_settings_are_accepted_while_acquiring"
 READ_ONLY = set(CHECK_NAMES) - STATE_CHANGING
 STATUS = "status_reply_has_a_timestamp_a_word_and_a_flag"
 
 
 class TestSimulatorConforms(BackendTestCase):
-    """The bundled simulator passes every check (collected by pytest like a user's case)."""
+    """The bundled simulator passes every check (collected by pytest like a user's case),
+    with the count of every configuration of SRT's table."""
+
+    configurations = "srt"
 
     def make_backend(self) -> BackendSimulator:
         return BackendSimulator()
@@ -82,15 +104,17 @@ class ReadOnlyCase(BackendTestCase):
 
 
 class DeclaredCase(BackendTestCase):
-    """A backend that knows only one configuration and cannot convert data."""
+    """A backend with a table of its own, one integration, and no data conversion."""
 
     __test__ = False
     configuration = "XK77"
+    configurations = XK_TABLE
     integration = 25
-    skip_checks = ("convert_data_is_accepted", "test_backend_park_is_accepted")
+    skip_checks = ("convert_data_is_accepted", "test_backend_park_is_accepted",
+                   "the_real_sardara_session_is_accepted", "the_real_skarab_session_is_accepted")
 
     def make_backend(self) -> BackendSimulator:
-        return XK77Only()
+        return XK77Only(configurations=XK_TABLE)
 
 
 class WrongSectionsCase(BackendTestCase):
@@ -105,11 +129,22 @@ class NothingConfigured(BackendTestCase):
     __test__ = False
 
 
+def case_for(backend: type, **attributes: Any) -> type[BackendTestCase]:
+    """A case testing a fresh ``backend()`` each test, with the ``attributes`` declared."""
+    attributes.update(__test__=False, make_backend=lambda self: backend())
+    return type(f"{backend.__name__}Case", (BackendTestCase,), attributes)
+
+
+LongStatusCase = case_for(LongStatusWord)
+BusySetEnableCase = case_for(BusySetEnable)
+SectionsOnlyCase = case_for(SectionsOnly, configurations="srt")  # every SRT count checked
+
+
 class XK77Only(BackendSimulator):
-    """Refuses every configuration but XK77 and every integration but 25 ms."""
+    """Knows the configurations of its table (XK77: 4 sections), and no integration but 25 ms."""
 
     def set_configuration(self, configuration: str) -> None:
-        if configuration != "XK77":
+        if configuration not in self.configurations:
             raise ValueError(configuration)
         super().set_configuration(configuration)
 
@@ -124,6 +159,12 @@ def run_case(case: type[unittest.TestCase]) -> reporter.TestResult:
     result = reporter.TestResult()
     runner.TestLoader().loadClass(case).run(result)
     return result
+
+
+def failure_of(result: reporter.TestResult, name: str) -> str:
+    """The failure message of the test of check ``name``."""
+    return next(str(error.value) for test, error in result.failures
+                if test.id().endswith(f".test_{name}"))
 
 
 def names_of(outcomes: list[Any]) -> set[str]:
@@ -153,8 +194,8 @@ class TheSuiteCatchesBrokenBackends(SynchronousTestCase):
             "status_reply_has_a_timestamp_a_word_and_a_flag",
             "start_and_stop_toggle_the_acquiring_flag",
             "time_tagged_start_and_stop_happen_on_time",
-            "the_real_client_session_is_accepted"})
-        self.assertEqual(result.successes, len(CHECKS) - 4)
+            "the_real_client_session_is_accepted", SARDARA, SKARAB, WHILE_ACQUIRING})
+        self.assertEqual(result.successes, len(CHECKS) - 7)
         failure = dict((test.id().rsplit(".test_", 1)[-1], error)
                        for test, error in result.failures)
         message = str(failure["status_reply_has_a_timestamp_a_word_and_a_flag"].value)
@@ -187,6 +228,45 @@ class TheSuiteCatchesBrokenBackends(SynchronousTestCase):
         result = run_case(FailUnknownCase)
         self.assertEqual(failing(result), {"an_unknown_command_is_invalid"})
 
+    def test_a_600_byte_reply_fails_the_size_checks_saying_why(self) -> None:
+        result = run_case(LongStatusCase)
+        self.assertEqual(failing(result), {"every_reply_is_under_512_bytes", SARDARA, SKARAB})
+        message = failure_of(result, "every_reply_is_under_512_bytes")
+        self.assertIn("sent:     ?status\nreceived: !status,ok,", message)
+        self.assertIn("expected: a reply of at most 511 bytes with its CR LF, not 6", message)
+        self.assertIn("why:      the real DISCOS client reads each reply into a 512-byte buffer",
+                      message)
+
+    def test_a_fail_to_set_enable_while_acquiring_aborts_discos(self) -> None:
+        result = run_case(BusySetEnableCase)
+        self.assertEqual(failing(result), {WHILE_ACQUIRING, SARDARA, SKARAB})
+        for name in (WHILE_ACQUIRING, SARDARA, SKARAB):
+            error = dict((test.id().rsplit(".test_", 1)[-1], error)
+                         for test, error in result.failures)[name].value
+            self.assertIsInstance(error, DiscosAborts)
+            self.assertEqual(error.received, "!set-enable,fail,busy acquiring")
+            self.assertEqual(error.why, "DISCOS aborts on this: the real DISCOS client does not "
+                                        "handle a fail to set-enable: its component ends "
+                                        "(refuse only values no schedule sends)")
+        self.assertIn("expected: !set-enable,ok (while acquiring)",
+                      failure_of(result, WHILE_ACQUIRING))
+        self.assertIn("(step 36 of 49 of the real Sardara session)", failure_of(result, SARDARA))
+
+    def test_a_wrong_count_after_sk77_fails_the_count_checks(self) -> None:
+        result = run_case(SectionsOnlyCase)
+        self.assertEqual(failing(result), {COUNT, SARDARA, SKARAB})
+        message = failure_of(result, COUNT)
+        self.assertIn("sent:     ?set-configuration,SK77 | ?get-tpi,0,0\n", message)
+        self.assertIn("expected: !get-tpi,ok,<value>...: 14 values, one per input of SK77\n",
+                      message)
+        self.assertIn("why:      the real DISCOS client reads exactly as many values as the "
+                      "configuration has inputs", message)
+        self.assertIn("14 values, one per input of SK77", failure_of(result, SARDARA))
+        message = failure_of(result, SKARAB)
+        self.assertIn("sent:     ?set-configuration,SKARAB_1 | ?set-enable,0,3 | ?get-tpi,0,0",
+                      message)
+        self.assertIn("4 values, one per input of SKARAB_1 after set-enable,0,3", message)
+
     def test_wrong_number_of_sections_fails_the_per_section_checks(self) -> None:
         result = run_case(WrongSectionsCase)
         self.assertEqual(failing(result), {"get_tpi_replies_one_float_per_section",
@@ -201,7 +281,9 @@ class TheSuiteCanBeDeclaredAndSelected(SynchronousTestCase):
         result = run_case(DeclaredCase)
         self.assertEqual(failing(result), set())
         self.assertEqual(names_of(result.skips),
-                         {"convert_data_is_accepted", "backend_park_is_accepted"})
+                         {"convert_data_is_accepted", "backend_park_is_accepted",
+                          "the_real_sardara_session_is_accepted",
+                          "the_real_skarab_session_is_accepted"})
         self.assertEqual(result.skips[0][1], f"{result.skips[0][0].id().split('test_')[-1]}"
                                              " is in skip_checks")
 
@@ -210,6 +292,19 @@ class TheSuiteCanBeDeclaredAndSelected(SynchronousTestCase):
         self.assertEqual(failing(result), set())
         self.assertEqual(names_of(result.skips), STATE_CHANGING)
         self.assertEqual(result.successes, len(READ_ONLY))
+
+    def test_a_declared_table_is_a_table_a_toml_file_or_srt(self) -> None:
+        test = f"test_{STATUS}"
+        self.assertIs(SectionsOnlyCase(test).check_settings().configurations, srt())
+        self.assertIs(DeclaredCase(test).check_settings().configurations, XK_TABLE)
+        with tempfile.TemporaryDirectory() as directory:
+            path = Path(directory) / "site.toml"
+            path.write_text('families.F = { nodding = "both-feeds" }\n'
+                            'configurations.XK = { family = "F", bandwidth = 5, bins = 8, '
+                            'feeds = [0], polarizations = ["S"] }\n', encoding="utf-8")
+            settings = case_for(BackendSimulator, configurations=str(path))(test).check_settings()
+        self.assertEqual(list(settings.configurations or {}), ["XK"])
+        self.assertEqual(hash(settings), hash(Settings()))  # the table is left out of the hash
 
     def test_the_base_class_alone_is_skipped_with_a_reason(self) -> None:
         for case in (BackendTestCase, NothingConfigured):
@@ -466,11 +561,14 @@ class EachCheckCatchesItsFault(SynchronousTestCase):
 
     def test_round_trips_leave_the_backend_as_they_found_it(self) -> None:
         simulator = BackendSimulator()
-        simulator.configuration, simulator.integration = "XK00", 10
+        simulator.set_configuration("SP00")
+        simulator.set_integration(10)
         self.assertEqual(self.failures(DBProtocolHandler(simulator),
                                        ["set_configuration_round_trips",
-                                        "set_integration_round_trips"]), {})
-        self.assertEqual((simulator.configuration, simulator.integration), ("XK00", 10))
+                                        "set_integration_round_trips",
+                                        "get_tpi_and_get_rms_follow_the_configuration"],
+                                       configuration="SK77"), {})
+        self.assertEqual((simulator.configuration, simulator.integration), ("SP00", 10))
 
     def test_garbage_in_reply_to_stop(self) -> None:
         garbage = Scripted(stop=b"garbage\r\n")
@@ -522,6 +620,45 @@ class EachCheckCatchesItsFault(SynchronousTestCase):
                            "time_tagged_start_and_stop_happen_on_time":
                                "0.2 s after the time sent",
                            "start_while_acquiring_fails": "!start,fail,<reason>"})
+
+    def test_an_empty_line_is_a_lost_connection_to_discos(self) -> None:
+        self.assert_fails(self.failures(blank_line_factory(), ["no_reply_is_an_empty_line"]),
+                          {"no_reply_is_an_empty_line":
+                           "received: (empty line)\nexpected: a reply !time,<code>...\n"
+                           f"why:      {EMPTY_LINE_REASON}"})
+
+    def test_a_fail_to_any_of_the_four_aborts_discos_and_other_fails_do_not(self) -> None:
+        names = ["set_shift_is_accepted", "cal_on_accepts_an_interleave_and_none",
+                 "set_integration_round_trips", "set_enable_is_accepted", "convert_data_is_accepted"]
+        refusing = Scripted(set_shift=b"!set-shift,fail,busy\r\n",
+                            cal_on=b"!cal-on,fail,busy\r\n",
+                            set_integration=b"!set-integration,fail,busy\r\n",
+                            set_enable=b"!set-enable,ok\r\n",
+                            convert_data=b"!convert-data,fail,busy\r\n")
+        port = wait_for(server.listen(0, refusing, interface="127.0.0.1"))
+        self.addCleanup(lambda: wait_for(server.stop(port)))
+        results = wait_for(run_checks(("127.0.0.1", port.getHost().port),
+                                      checks=select_checks(only=names)))
+        outcomes = {result.check.name: result.outcome for result in results}
+        self.assertEqual(outcomes, {"set_integration_round_trips": ABORTS,
+                                    "cal_on_accepts_an_interleave_and_none": ABORTS,
+                                    "set_enable_is_accepted": PASSED,
+                                    "set_shift_is_accepted": ABORTS,
+                                    "convert_data_is_accepted": FAILED})
+        shift = next(result.failure for result in results
+                     if result.check.name == "set_shift_is_accepted")
+        self.assertIsInstance(shift, DiscosAborts)
+        self.assertIn("why:      DISCOS aborts on this: the real DISCOS client does not handle "
+                      "a fail to set-shift", str(shift))
+
+    def test_counts_without_a_table_entry_compare_get_rms_with_get_tpi(self) -> None:
+        short_rms = Scripted(BackendSimulator(configurations=XK_TABLE),
+                             get_rms=b"!get-rms,ok,1.5\r\n")
+        self.assert_fails(self.failures(short_rms, [COUNT], configuration="XK77"),
+                          {COUNT: "expected: !get-rms,ok,<value>...: 4 values, one per input "
+                                  "of XK77"})
+        self.assertEqual(self.failures(DBProtocolHandler(BackendSimulator(
+            configurations=XK_TABLE)), [COUNT], configuration="XK77"), {})
 
     def test_a_clock_that_cannot_be_read(self) -> None:
         no_time = Scripted(time=b"!time,ok\r\n")

@@ -3,9 +3,11 @@
 Runs the checks of :mod:`discosbackend.testing.checks` (the same ones
 :class:`~discosbackend.testing.BackendTestCase` runs) and prints one line
 per check, ``✓ name`` or ``✗ name`` followed by what was sent, what came
-back and what was expected, then a summary as the last line.  Exit status:
-0 when every check that ran passed, 1 when any failed, 2 when the server
-could not be reached or the arguments are wrong.  ``--read-only`` skips the
+back and what was expected (and why, where the real DISCOS client is the
+reason), then a summary as the last line.  A failure the real client does
+not survive is marked ``(DISCOS aborts on this)``.  Exit status: 0 when
+every check that ran passed, 1 when any failed, 2 when the server could not
+be reached or the arguments are wrong.  ``--read-only`` skips the
 checks that change the backend's state, for a backend at the telescope.
 """
 
@@ -23,9 +25,10 @@ from twisted.python.failure import Failure
 from discosbackend.cli import CommandLineError
 from discosbackend.cli.send import positive_seconds
 from discosbackend.client.address import Address, parse_address
+from discosbackend.configurations import SRT, ConfigurationError, table_named
 from discosbackend.testing.checks import Check
-from discosbackend.testing.runner import (ERROR, FAILED, PASSED, SKIPPED, Result, run_checks,
-                                          select_checks)
+from discosbackend.testing.runner import (ABORTS, ABORTS_REASON, ERROR, FAILED, FAILING, PASSED,
+                                          SKIPPED, Result, run_checks, select_checks)
 from discosbackend.testing.session import CannotConnect, Settings
 
 __all__ = ["add_parser", "run", "symbols", "format_result", "summary", "junit_xml",
@@ -54,19 +57,24 @@ def format_result(result: Result, marks: tuple[str, str, str]) -> str:
         return f"{passed} {name}"
     if result.outcome == SKIPPED:
         return f"{skipped} {name} (skipped, {result.reason})"
-    if result.outcome == FAILED and result.failure is not None:
+    if result.outcome in (FAILED, ABORTS) and result.failure is not None:
         failure = result.failure
-        return (f"{failed} {name}\n    sent:     {failure.sent}\n"
-                f"    received: {failure.received}\n    expected: {failure.expected}")
+        label = f" ({ABORTS_REASON})" if result.outcome == ABORTS else ""
+        return (f"{failed} {name}{label}\n    sent:     {failure.sent}\n"
+                f"    received: {failure.received}\n    expected: {failure.expected}"
+                + (f"\n    why:      {failure.why}" if failure.why else ""))
     return f"{failed} {name}\n    error:    {result.reason}"
 
 
 def summary(results: Sequence[Result]) -> str:
-    """``N passed, M failed`` (broken checks count as failed), and how many were skipped."""
-    counts = {outcome: 0 for outcome in (PASSED, FAILED, ERROR, SKIPPED)}
+    """``N passed, M failed`` (broken checks count as failed), how many of those abort
+    DISCOS, and how many were skipped."""
+    counts = {outcome: 0 for outcome in (PASSED, *FAILING, SKIPPED)}
     for result in results:
         counts[result.outcome] += 1
-    text = f"{counts[PASSED]} passed, {counts[FAILED] + counts[ERROR]} failed"
+    text = f"{counts[PASSED]} passed, {sum(counts[outcome] for outcome in FAILING)} failed"
+    if counts[ABORTS]:
+        text += f" ({counts[ABORTS]} of them: {ABORTS_REASON})"
     if counts[SKIPPED]:
         text += f", {counts[SKIPPED]} skipped"
     return text
@@ -79,8 +87,8 @@ def _xml_text(text: str) -> str:
 def junit_xml(results: Sequence[Result], where: str = "") -> ElementTree.ElementTree:
     """The results as a JUnit XML document, one ``testcase`` per check."""
     counts = {outcome: sum(1 for result in results if result.outcome == outcome)
-              for outcome in (FAILED, ERROR, SKIPPED)}
-    totals = {"tests": str(len(results)), "failures": str(counts[FAILED]),
+              for outcome in (*FAILING, SKIPPED)}
+    totals = {"tests": str(len(results)), "failures": str(counts[FAILED] + counts[ABORTS]),
               "errors": str(counts[ERROR]), "skipped": str(counts[SKIPPED]),
               "time": f"{sum(result.seconds for result in results):.3f}"}
     root = ElementTree.Element("testsuites", totals)
@@ -91,9 +99,10 @@ def junit_xml(results: Sequence[Result], where: str = "") -> ElementTree.Element
         case = ElementTree.SubElement(suite, "testcase", {
             "classname": "discos-backend.check", "name": result.check.name,
             "time": f"{result.seconds:.3f}"})
-        if result.outcome == FAILED and result.failure is not None:
+        if result.outcome in (FAILED, ABORTS) and result.failure is not None:
             failure = ElementTree.SubElement(case, "failure", {
-                "type": "CheckFailed", "message": _xml_text(result.failure.expected)})
+                "type": type(result.failure).__name__,
+                "message": _xml_text(result.failure.expected)})
             failure.text = _xml_text(str(result.failure))
         elif result.outcome == ERROR:
             error = ElementTree.SubElement(case, "error", {"message": _xml_text(result.reason)})
@@ -158,6 +167,10 @@ def add_parser(subparsers: Any) -> None:
     parser.add_argument("--configuration", default=defaults.configuration, metavar="ID",
                         help="a configuration the backend accepts "
                              f"(default {defaults.configuration})")
+    parser.add_argument("--configurations", metavar="FILE",
+                        help="the backend's table of configurations (TOML, as for serve; "
+                             f"'{SRT}' for SRT's): every configuration in it is checked for "
+                             "its count of get-tpi/get-rms values")
     parser.add_argument("--sections", type=_count(1), default=None, metavar="N",
                         help="values get-tpi/get-tp0/get-rms must answer "
                              "(default: at least one, the same for all)")
@@ -178,6 +191,19 @@ def add_parser(subparsers: Any) -> None:
     parser.set_defaults(run=run)
 
 
+def _settings(arguments: argparse.Namespace) -> Settings:
+    """The checks' settings from the command line (the table of configurations loaded)."""
+    try:
+        table = table_named(arguments.configurations) if arguments.configurations else None
+    except ConfigurationError as error:
+        raise CommandLineError(str(error)) from None
+    return Settings(configuration=arguments.configuration, sections=arguments.sections,
+                    integration=arguments.integration, time_tolerance=arguments.time_tolerance,
+                    timed_delay=arguments.timed_delay, timed_lateness=arguments.timed_lateness,
+                    timeout=arguments.timeout, greeting_timeout=arguments.greeting_timeout,
+                    configurations=table)
+
+
 def run(arguments: argparse.Namespace) -> int:
     """Run the checks; return the exit status."""
     try:
@@ -194,12 +220,7 @@ def run(arguments: argparse.Namespace) -> int:
         address = parse_address(arguments.address)
     except ValueError as error:
         raise CommandLineError(str(error)) from None
-    settings = Settings(configuration=arguments.configuration, sections=arguments.sections,
-                        integration=arguments.integration,
-                        time_tolerance=arguments.time_tolerance,
-                        timed_delay=arguments.timed_delay,
-                        timed_lateness=arguments.timed_lateness, timeout=arguments.timeout,
-                        greeting_timeout=arguments.greeting_timeout)
+    settings = _settings(arguments)
     outcome: dict[str, Any] = {}
     try:
         task.react(_react, (address, settings, checks, outcome))
@@ -218,7 +239,7 @@ def run(arguments: argparse.Namespace) -> int:
             raise CommandLineError(f"cannot write {arguments.junit_xml}: "
                                    f"{error.strerror or error}") from None
     print(summary(results), flush=True)
-    return 1 if any(result.outcome in (FAILED, ERROR) for result in results) else 0
+    return 1 if any(result.outcome in FAILING for result in results) else 0
 
 
 def _react(reactor: Any, address: Address, settings: Settings,

@@ -1,9 +1,11 @@
 """``discos-backend serve``: serve the backend simulator, or your own backend.
 
 With no ``--backend`` it serves :class:`~discosbackend.simulator.BackendSimulator`
-and opens a control endpoint (loopback only by default) that injects faults
-into it.  It prints one line saying what it serves and where, logs to
-stderr, and stops cleanly on Ctrl-C or SIGTERM.
+(with SRT's configurations, or those of ``--configurations FILE``; its
+noise repeatable with ``--seed``) and opens a control endpoint (loopback
+only by default) that injects faults into it.  It prints one line saying
+what it serves and where, logs to stderr, and stops cleanly on Ctrl-C or
+SIGTERM.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from discosbackend import server
 from discosbackend.backend import Backend
 from discosbackend.cli import CommandLineError
 from discosbackend.commands import COMMANDS, VERSION
+from discosbackend.configurations import SRT, ConfigurationError, table_named
 from discosbackend.faults import CONTROL_COMMANDS, ControlHandler
 from discosbackend.handlers import DBProtocolHandler, Handler
 from discosbackend.protocol import DEFAULT_MAX_LINE
@@ -101,6 +104,12 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
                              "instead of the simulator; the current directory is importable")
     parser.add_argument("--sections", type=_positive(int), metavar="N",
                         help=f"sections of the simulator (default {DEFAULT_SECTIONS})")
+    parser.add_argument("--configurations", metavar="FILE",
+                        help="the simulator's table of configurations, a TOML file "
+                             f"(default '{SRT}': SRT's Sardara and SKARAB configurations)")
+    parser.add_argument("--seed", type=int, metavar="N",
+                        help="seed of the simulator's gains and noise: the same requests get "
+                             "the same values")
     parser.add_argument("--control-port", type=_control_port, default=_AUTO, metavar="N",
                         help="fault-injection control port of the simulator: default the "
                              "public port + 1 (any free port when that is 0); 0 for any free "
@@ -205,10 +214,16 @@ def build(args: argparse.Namespace) -> Setup:
     else:
         cls = load_backend(args.backend)
     simulated = issubclass(cls, BackendSimulator)
-    if args.sections is not None and not simulated:
-        raise CommandLineError("--sections applies to the simulator only")
+    for option, value in (("--sections", args.sections), ("--seed", args.seed),
+                          ("--configurations", args.configurations)):
+        if value is not None and not simulated:
+            raise CommandLineError(f"{option} applies to the simulator only")
     try:
-        backend = cls(sections=args.sections or DEFAULT_SECTIONS) if simulated else cls()
+        backend = (cls(sections=args.sections or DEFAULT_SECTIONS, seed=args.seed,
+                       configurations=table_named(args.configurations or SRT))
+                   if simulated else cls())
+    except ConfigurationError as error:
+        raise CommandLineError(f"--configurations: {error}") from None
     except Exception as error:  # pylint: disable=broad-except
         raise CommandLineError(f"cannot create {cls.__name__}: "
                                f"{type(error).__name__}: {error}") from None

@@ -10,13 +10,13 @@
 
 from discosbackend.testing.case import BackendTestCase, wait_for
 from discosbackend.testing.checks import CHECK_NAMES, CHECKS, Check, check_named
-from discosbackend.testing.runner import (ERROR, FAILED, PASSED, SKIPPED, Result, run_check,
-                                          run_checks, select_checks)
-from discosbackend.testing.session import (CannotConnect, CheckFailed, Session, Settings,
-                                           connect)
+from discosbackend.testing.runner import (ABORTS, ERROR, FAILED, PASSED, SKIPPED, Result,
+                                          run_check, run_checks, select_checks)
+from discosbackend.testing.session import (CannotConnect, CheckFailed, DiscosAborts, Session,
+                                           Settings, connect)
 
 __all__ = [
-    "BackendTestCase", "CHECKS", "CHECK_NAMES", "Check", "CheckFailed", "run_checks",
-    "run_check", "select_checks", "Result", "PASSED", "FAILED", "ERROR", "SKIPPED",
-    "Settings", "Session", "CannotConnect", "connect", "check_named", "wait_for",
+    "BackendTestCase", "CHECKS", "CHECK_NAMES", "Check", "CheckFailed", "DiscosAborts",
+    "run_checks", "run_check", "select_checks", "Result", "PASSED", "FAILED", "ABORTS", "ERROR",
+    "SKIPPED", "Settings", "Session", "CannotConnect", "connect", "check_named", "wait_for",
 ]

@@ -33,6 +33,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from discosbackend import server
 from discosbackend.client.address import Address, parse_address
+from discosbackend.configurations import Table, table_named
 from discosbackend.handlers import DBProtocolHandler, Handler
 from discosbackend.reactor import global_reactor
 from discosbackend.testing.checks import CHECKS, Check, check_named
@@ -129,6 +130,10 @@ class BackendTestCase(SynchronousTestCase):
     reply_timeout: float = Settings.timeout
     #: Seconds to wait for the greeting after connecting.
     greeting_timeout: float = Settings.greeting_timeout
+    #: The backend's table of configurations, if it declares one: a table, a
+    #: TOML file's path, or ``"srt"`` for SRT's.  Every configuration in it
+    #: is then checked for its count of get-tpi/get-rms values.
+    configurations: Table | str | None = None
     #: Skip the checks that change the backend's state (start, stop, set-...).
     read_only: bool = False
     #: Names of checks to skip, e.g. ``("convert_data_is_accepted",)``.
@@ -162,11 +167,13 @@ class BackendTestCase(SynchronousTestCase):
 
     def check_settings(self) -> Settings:
         """The :class:`Settings` the checks run with, from the class attributes."""
+        table = self.configurations
         return Settings(configuration=self.configuration, sections=self.sections,
                         integration=self.integration, time_tolerance=self.time_tolerance,
                         timed_delay=self.timed_delay, timed_lateness=self.timed_lateness,
                         timeout=self.reply_timeout,
-                        greeting_timeout=self.greeting_timeout)
+                        greeting_timeout=self.greeting_timeout,
+                        configurations=table_named(table) if isinstance(table, str) else table)
 
     def setUp(self) -> None:
         if self.address is not None:

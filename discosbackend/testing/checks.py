@@ -17,6 +17,15 @@ Every request DISCOS sends must be accepted: ``set-enable``, ``set-shift``,
 included.  A backend that cannot do one of them should still answer
 ``ok``, or list the check in ``skip_checks`` knowing that DISCOS will see a
 ``fail``.
+
+Some checks hold a backend to what the real DISCOS client needs rather
+than to the protocol's text: replies under 512 bytes and never empty, as
+many ``get-tpi``/``get-rms`` values as the configuration has inputs, and
+the whole sessions of the real Sardara and SKARAB clients at SRT
+(:data:`SARDARA_SESSION`, :data:`SKARAB_SESSION`).  Their failures say why
+(``CheckFailed.why``).  A ``fail`` to one of :data:`ABORTING_COMMANDS`, for
+a request a schedule sends, is a :class:`DiscosAborts`: the real client's
+component ends on it.
 """
 
 from __future__ import annotations
@@ -29,13 +38,16 @@ from typing import Any, Callable, Coroutine
 from twisted.internet import defer, task
 
 from discosbackend.commands import COMMANDS, INTEGER, WORD, ArgumentError
+from discosbackend.configurations import Configuration, srt
 from discosbackend.grammar import (ENCODING, ENCODING_ERRORS, FAIL, INVALID, OK,
                                    GrammarException, Message, parse_message)
-from discosbackend.testing.session import Answer, CheckFailed, Session, show, show_lines
+from discosbackend.testing.session import (Answer, CheckFailed, DiscosAborts, Session, show,
+                                           show_lines)
 from discosbackend.timediscos import TICKS_PER_SECOND
 
 __all__ = ["Check", "CHECKS", "CHECK_NAMES", "check_named", "TIMED_EARLINESS",
-           "REAL_CLIENT_FILENAME"]
+           "REAL_CLIENT_FILENAME", "ABORTING_COMMANDS", "MAX_REPLY_BYTES", "SARDARA_SESSION",
+           "SKARAB_SESSION"]
 
 #: Seconds before its time that a time-tagged start or stop may show (clock jitter).
 TIMED_EARLINESS = 0.05
@@ -48,6 +60,67 @@ _SECTION = ("0", "100", "1500", "0", "0", "3000", "1024")
 _UNCONFIGURED = "unconfigured"
 _TIMESTAMP_RE = re.compile(r"[0-9]+\.[0-9]{7}")
 _CR_LF = b"\r\n"
+
+#: The commands whose ``fail`` the real DISCOS client does not handle.
+ABORTING_COMMANDS = frozenset({"set-integration", "cal-on", "set-enable", "set-shift"})
+#: The longest reply line, CR LF included, that the real client's 512-byte buffer takes.
+MAX_REPLY_BYTES = 511
+_WHY_ABORTS = ("the real DISCOS client does not handle a fail to {name}: its component "
+               "ends (refuse only values no schedule sends)")
+_WHY_LONG = ("the real DISCOS client reads each reply into a 512-byte buffer with no bounds "
+             "check")
+_WHY_COUNT = ("the real DISCOS client reads exactly as many values as the configuration has "
+              "inputs: fewer leave values unset (GET-TPI errors) and extra ones are ignored")
+#: The commands answering one value per input.
+_PER_INPUT = ("get-tpi", "get-rms")
+#: What the real client reads, over and over, while DISCOS runs.
+_DISCOS_READS: tuple[tuple[str, ...], ...] = (
+    ("status",), ("time",), ("version",), ("get-configuration",), ("get-integration",),
+    ("get-tpi", "0", "0"), ("get-rms",))
+
+
+def _set_sections(count: int, bandwidth: float, bins: int) -> tuple[tuple[str, ...], ...]:
+    """``set-section`` of every section as the real client sends it: feed pairs, L then R."""
+    return tuple(("set-section", str(index), "100", f"{bandwidth:g}", str(index // 2),
+                  str(index % 2), f"{2 * bandwidth:g}", str(bins)) for index in range(count))
+
+
+#: The requests of a whole session of the real Sardara client at SRT, in
+#: order: the 7-feed K-band configuration SK77 (14 inputs), calibration,
+#: then nodding between feeds 2 and 3 (4 inputs, even for one feed twice),
+#: with settings changed while acquiring as a schedule does.
+SARDARA_SESSION: tuple[tuple[str, ...], ...] = (
+    ("set-configuration", "SK77"), ("set-integration", "40"),
+    *_set_sections(14, 1500, 1024),
+    ("status",), ("time",), ("get-configuration",),
+    ("get-tpi", "0", "0"),  # the zero level: get-tp0 is never sent
+    ("cal-on", "10"), ("get-tpi", "0", "0"), ("cal-on",), ("get-tpi", "0", "0"), ("get-rms",),
+    ("set-enable", "2", "3"), ("get-tpi", "0", "0"), ("get-rms",),
+    ("start",), ("status",), ("time",), ("set-integration", "40"), ("cal-on", "10"),
+    ("get-tpi", "0", "0"), ("cal-on",), ("set-enable", "3", "2"), ("get-tpi", "0", "0"),
+    ("get-rms",), ("stop",), ("set-filename", REAL_CLIENT_FILENAME),
+    ("set-enable", "3", "3"), ("get-tpi", "0", "0"), ("get-rms",),
+    ("start",), ("set-enable", "2", "3"), ("get-tpi", "0", "0"), ("status",), ("stop",),
+    ("set-filename", REAL_CLIENT_FILENAME.replace("_001.fits", "_002.fits")),
+)
+#: The requests of a whole session of the real SKARAB client at SRT with the
+#: 7-feed K-band receiver, in order: SKARAB_1 (2 inputs), ``set-enable,7,7``
+#: (all feeds) repeated, settings changed while acquiring, nodding between
+#: two feeds (4 inputs) and on one (2), the end of the schedule and park.
+SKARAB_SESSION: tuple[tuple[str, ...], ...] = (
+    ("set-configuration", "SKARAB_1"), ("set-integration", "40"),
+    ("set-section", "-1", "100", "1400", "0", "0", "2800", "2048"),
+    *_set_sections(2, 1400, 2048),
+    ("set-shift", "3"), ("set-enable", "7", "7"), ("get-tpi", "0", "0"), ("get-rms",),
+    ("status",), ("time",), ("cal-on", "10"), ("get-tpi", "0", "0"), ("cal-on",),
+    ("start",), ("status",), ("set-integration", "40"), ("set-enable", "7", "7"),
+    ("set-shift", "3"), ("cal-on", "10"), ("cal-on",), ("get-tpi", "0", "0"), ("get-rms",),
+    ("stop",), ("set-filename", REAL_CLIENT_FILENAME),
+    ("set-enable", "0", "3"), ("get-tpi", "0", "0"), ("get-rms",),
+    ("start",), ("set-enable", "2", "2"), ("get-tpi", "0", "0"), ("get-rms",), ("stop",),
+    ("set-filename", REAL_CLIENT_FILENAME.replace("_001.fits", "_002.fits")),
+    ("set-enable", "7", "7"), ("get-tpi", "0", "0"), ("end-schedule",), ("backend-park",),
+)
 
 Body = Callable[[Session], Coroutine[Any, Any, None]]
 
@@ -123,10 +196,29 @@ def _parse(raw: bytes) -> Message | None:
 
 
 async def _ok(session: Session, name: str, *arguments: str, why: str = "") -> Answer:
+    """``?name,arguments`` answered ``ok``; a ``fail`` the real client cannot take aborts."""
     answer = await session.request(name, *arguments)
+    if answer.code == FAIL and name in ABORTING_COMMANDS:
+        raise DiscosAborts(show(answer.sent), show(answer.raw), _shape(name) + why,
+                           _WHY_ABORTS.format(name=name))
     if answer.code != OK:
         raise answer.mismatch(_shape(name) + why)
     return answer
+
+
+def _fits(answer: Answer) -> None:
+    """The reply is short enough for the real client's buffer."""
+    if len(answer.raw) > MAX_REPLY_BYTES:
+        raise CheckFailed(show(answer.sent), show(answer.raw),
+                          f"a reply of at most {MAX_REPLY_BYTES} bytes with its CR LF, "
+                          f"not {len(answer.raw)}", _WHY_LONG)
+
+
+async def _restore_configuration(session: Session, before: Answer, current: str) -> None:
+    """Set the configuration ``before`` reported again, unless it is ``current`` or none."""
+    previous = before.arguments[0] if len(before.arguments) == 1 else _UNCONFIGURED
+    if previous not in (current, _UNCONFIGURED):
+        await _quietly(session, "set-configuration", previous)
 
 
 async def _refused(session: Session, code: str, name: str, *arguments: str) -> Answer:
@@ -181,15 +273,15 @@ async def _expect_acquiring(session: Session, want: bool, before: list[Answer]) 
                           show(status.raw), f"{_shape('status')} with acquiring {int(want)}")
 
 
-async def _per_section(session: Session, name: str, *arguments: str) -> tuple[Answer, int]:
+async def _per_section(session: Session, name: str, *arguments: str,
+                       wanted: int | None = None, why: str = "") -> tuple[Answer, int]:
     """``?name,arguments`` answering one float per section: the answer and the count."""
-    answer = await _ok(session, name, *arguments)
+    answer = await _ok(session, name, *arguments, why=why)
     shape = _shape(name)
     try:
         values = COMMANDS[name].parse_reply(answer.arguments)
     except ArgumentError as error:
         raise answer.mismatch(f"{shape}: finite numbers ({error})") from None
-    wanted = session.settings.sections
     if not values:
         raise answer.mismatch(f"{shape}: at least one value, one per section")
     if wanted is not None and len(values) != wanted:
@@ -204,7 +296,8 @@ async def _same_count(session: Session, name: str, forms: list[tuple[str, ...]],
     With ``compare_with``, the count must also match that command's (when
     it answers ``ok``; its own check reports it otherwise).
     """
-    answers = [await _per_section(session, name, *form) for form in forms]
+    answers = [await _per_section(session, name, *form, wanted=session.settings.sections)
+               for form in forms]
     if compare_with is not None:
         other = await session.request(compare_with)
         if other.code == OK and other.arguments:
@@ -214,6 +307,39 @@ async def _same_count(session: Session, name: str, forms: list[tuple[str, ...]],
         raise CheckFailed(show_lines([answer.sent for answer, _ in answers]),
                           show_lines([answer.raw for answer, _ in answers]),
                           "the same number of values (one per section) in each reply")
+
+
+def _expect_count(exchanges: list[Answer], found: int, count: int | None, what: str) -> None:
+    """The last of ``exchanges`` gave ``count`` values (when known): one per input of ``what``."""
+    if count is not None and found != count:
+        last = exchanges[-1]
+        raise CheckFailed(show_lines([answer.sent for answer in exchanges]), show(last.raw),
+                          f"{_shape(last.message.name)}: {count} values, one per input of "
+                          f"{what}", _WHY_COUNT)
+
+
+async def _replay(session: Session, steps: tuple[tuple[str, ...], ...], who: str) -> None:
+    """Send ``steps`` in order, each answered ``ok``, short, with the count the client reads."""
+    table = srt()
+    configuration: Configuration | None = None
+    context: list[Answer] = []  # the set-configuration and set-enable the count follows
+    enabled: tuple[int, int] | None = None
+    for number, (name, *arguments) in enumerate(steps, 1):
+        why = f" (step {number} of {len(steps)} of the real {who} session)"
+        if name in _PER_INPUT:
+            answer, found = await _per_section(session, name, *arguments, why=why)
+        else:
+            answer = await _ok(session, name, *arguments, why=why)
+        _fits(answer)
+        if name == "set-configuration":
+            configuration, context, enabled = table[arguments[0]], [answer], None
+        elif name == "set-enable":
+            context, enabled = context[:1] + [answer], (int(arguments[0]), int(arguments[1]))
+        elif name in _PER_INPUT:
+            assert configuration is not None  # every session starts with set-configuration
+            what = configuration.name + (f" after set-enable,{enabled[0]},{enabled[1]}"
+                                         if enabled else "")
+            _expect_count(context + [answer], found, configuration.count(enabled), what)
 
 
 async def _invalid_line(session: Session, line: bytes) -> None:
@@ -373,6 +499,22 @@ async def get_rms_replies_one_float_per_section(session: Session) -> None:
     await _same_count(session, "get-rms", [()], compare_with="get-tpi")
 
 
+@_check("Every reply to what DISCOS reads while it runs (?status, ?time, ?get-tpi,0,0...) "
+        "is at most 511 bytes with its CR LF: the real client's buffer holds 512.")
+async def every_reply_is_under_512_bytes(session: Session) -> None:
+    """Reply size."""
+    for name, *arguments in _DISCOS_READS:
+        _fits(await session.request(name, *arguments))
+
+
+@_check("No reply to what DISCOS reads while it runs is an empty line: the real client "
+        "takes one for a lost connection.")
+async def no_reply_is_an_empty_line(session: Session) -> None:
+    """Empty lines (the session refuses them, saying why)."""
+    for name, *arguments in _DISCOS_READS:
+        await session.request(name, *arguments)
+
+
 @_check("A command given more arguments than it takes is refused with fail.")
 async def extra_arguments_are_refused_with_fail(session: Session) -> None:
     """Wrong count, read-only commands."""
@@ -417,9 +559,7 @@ async def set_configuration_round_trips(session: Session) -> None:
     if after.arguments != [wanted]:
         raise CheckFailed(show_lines([sent.sent, after.sent]), show(after.raw),
                           f"!get-configuration,ok,{wanted}, as set")
-    previous = before.arguments[0] if len(before.arguments) == 1 else _UNCONFIGURED
-    if previous not in (wanted, _UNCONFIGURED):
-        await _quietly(session, "set-configuration", previous)
+    await _restore_configuration(session, before, wanted)
 
 
 @_check("After ?set-integration,<ms>, ?get-integration answers that time.", changes_state=True)
@@ -481,10 +621,12 @@ async def cal_on_refuses_a_negative_interleave(session: Session) -> None:
     await _refused(session, FAIL, "cal-on", "-1")
 
 
-@_check("?set-enable,0,0 is accepted.", changes_state=True)
+@_check("?set-enable,0,0 and ?set-enable,7,7 (all feeds, as the real SKARAB client sends it) "
+        "are accepted.", changes_state=True)
 async def set_enable_is_accepted(session: Session) -> None:
-    """set-enable."""
+    """set-enable; ends with every feed enabled."""
     await _ok(session, "set-enable", "0", "0")
+    await _ok(session, "set-enable", "7", "7")
 
 
 @_check("?set-shift,3 and ?set-shift,0 are accepted.", changes_state=True)
@@ -566,6 +708,54 @@ async def time_tagged_start_and_stop_happen_on_time(session: Session) -> None:
         at = _now(session) + offset + session.settings.timed_delay
         tagged = await _ok(session, name, _ticks(at))
         await _happens_at(session, tagged, want, at, offset)
+
+
+@_check("After ?set-configuration, ?get-tpi,0,0 and ?get-rms answer one value per input of "
+        "the configuration (SK77: 14), as many as the real DISCOS client reads.",
+        changes_state=True)
+async def get_tpi_and_get_rms_follow_the_configuration(session: Session) -> None:
+    """Counts per configuration: every one of a declared table, else the one configured."""
+    declared = session.settings.configurations
+    table = declared if declared is not None else srt()
+    names = list(declared) if declared is not None else [session.settings.configuration]
+    before = await _ok(session, "get-configuration")
+    for name in names:
+        configured = await _ok(session, "set-configuration", name)
+        expected = table[name].count() if name in table else None
+        for request in (("get-tpi", "0", "0"), ("get-rms",)):
+            answer, found = await _per_section(session, *request)
+            _expect_count([configured, answer], found, expected, name)
+            expected = found  # get-rms gives as many as get-tpi
+    await _restore_configuration(session, before, names[-1])
+
+
+@_check("?set-integration, ?cal-on, ?set-enable and ?set-shift are accepted while acquiring, "
+        "as a schedule sends them: the real DISCOS client ends on a fail to any of them.",
+        acquires=True)
+async def discos_settings_are_accepted_while_acquiring(session: Session) -> None:
+    """The four commands DISCOS cannot see refused, while acquiring."""
+    start = await _ok(session, "start")
+    await _expect_acquiring(session, True, [start])
+    for name, *arguments in (("set-integration", str(session.settings.integration)),
+                             ("cal-on", "10"), ("cal-on",), ("set-enable", "0", "0"),
+                             ("set-shift", "3"), ("set-shift", "0")):
+        await _ok(session, name, *arguments, why=" (while acquiring)")
+
+
+@_check("The real Sardara client's whole session at SRT (SK77: 14 inputs; nodding: 4, even "
+        "on one feed) is answered ok, acquiring included, with the counts it reads.",
+        acquires=True)
+async def the_real_sardara_session_is_accepted(session: Session) -> None:
+    """Sardara at SRT."""
+    await _replay(session, SARDARA_SESSION, "Sardara")
+
+
+@_check("The real SKARAB client's whole session at SRT (SKARAB_1: 2 inputs; set-enable,7,7 "
+        "for all feeds; nodding: 4 on two feeds, 2 on one) is answered ok, acquiring "
+        "included, with the counts it reads.", acquires=True)
+async def the_real_skarab_session_is_accepted(session: Session) -> None:
+    """SKARAB at SRT."""
+    await _replay(session, SKARAB_SESSION, "SKARAB")
 
 
 @_check("The real client's session of PROTOCOL.md section 6 is accepted, in order.",

@@ -16,16 +16,24 @@ from twisted.internet import defer
 from discosbackend.client.address import Address
 from discosbackend.reactor import or_global
 from discosbackend.testing.checks import CHECK_NAMES, CHECKS, Check, check_named
-from discosbackend.testing.session import CannotConnect, CheckFailed, Settings, connect
+from discosbackend.testing.session import (DISCOS_ABORTS, CannotConnect, CheckFailed,
+                                           DiscosAborts, Settings, connect)
 
-__all__ = ["Result", "PASSED", "FAILED", "ERROR", "SKIPPED", "READ_ONLY_REASON", "BY_NAME_REASON",
-           "select_checks", "run_check", "run_checks"]
+__all__ = ["Result", "PASSED", "FAILED", "ABORTS", "ERROR", "SKIPPED", "READ_ONLY_REASON",
+           "BY_NAME_REASON", "ABORTS_REASON", "FAILING", "select_checks", "run_check",
+           "run_checks"]
 
 PASSED = "passed"
 FAILED = "failed"
+#: Failed with a reply the real DISCOS client does not survive (a :class:`DiscosAborts`).
+ABORTS = "aborts"
 #: The check itself broke (a bug in the check, not in the server).
 ERROR = "error"
 SKIPPED = "skipped"
+#: The outcomes that make a run fail.
+FAILING = (FAILED, ABORTS, ERROR)
+#: How an :data:`ABORTS` result is labelled.
+ABORTS_REASON = DISCOS_ABORTS
 #: Why a check named in ``skip`` is skipped.
 BY_NAME_REASON = "by name"
 #: Why a state-changing check is skipped in read-only mode.
@@ -36,10 +44,11 @@ Where = str | tuple[str, int] | Address
 
 @dataclass(frozen=True)
 class Result:
-    """How one check went: ``outcome`` is passed, failed, error or skipped.
+    """How one check went: ``outcome`` is passed, failed, aborts, error or skipped.
 
-    ``failure`` holds the :class:`CheckFailed` of a failed check; ``reason``
-    why it was skipped, or the error of a broken one.
+    ``failure`` holds the :class:`CheckFailed` of a failed check (a
+    :class:`DiscosAborts` for ``aborts``); ``reason`` why it was skipped, or
+    the error of a broken one.
     """
 
     check: Check
@@ -134,6 +143,8 @@ async def _run_checks(where: Where, settings: Settings | None,
                     raise
                 result = Result(check, FAILED, CheckFailed("(connecting)", str(error),
                                                            "a connection"))
+            except DiscosAborts as error:
+                result = Result(check, ABORTS, error)
             except CheckFailed as error:
                 result = Result(check, FAILED, error)
             except Exception as error:  # pylint: disable=broad-exception-caught

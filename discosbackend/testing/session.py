@@ -15,7 +15,7 @@ a silent server fails the check instead of hanging it.
 from __future__ import annotations
 
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Sequence, cast
 
 import socket
@@ -30,13 +30,14 @@ from twisted.python.failure import Failure
 from discosbackend.client.address import Address, parse_address
 from discosbackend.client.protocol import client_endpoint
 from discosbackend.commands import COMMANDS
+from discosbackend.configurations import Table
 from discosbackend.grammar import (ENCODING, ENCODING_ERRORS, GrammarException, Message,
                                    parse_message, request, serialize_line)
 from discosbackend.reactor import or_global
 
-__all__ = ["Settings", "Session", "Answer", "CheckFailed", "CannotConnect",
+__all__ = ["Settings", "Session", "Answer", "CheckFailed", "DiscosAborts", "CannotConnect",
            "StateChangeRefused", "connect", "show", "show_lines", "DEFAULT_TIMEOUT",
-           "DEFAULT_GREETING_TIMEOUT"]
+           "DEFAULT_GREETING_TIMEOUT", "EMPTY_LINE_REASON", "DISCOS_ABORTS"]
 
 #: Seconds to wait for each reply, by default.
 DEFAULT_TIMEOUT = 5.0
@@ -46,6 +47,10 @@ DEFAULT_GREETING_TIMEOUT = 1.0
 _MAX_LINE = 1024 * 1024
 _SHOWN = 200
 _VISIBLE = {"\r": "\\r", "\n": "\\n", "\t": "\\t"}
+#: What marks a failure the real DISCOS client does not survive.
+DISCOS_ABORTS = "DISCOS aborts on this"
+#: Why a reply must never be an empty line.
+EMPTY_LINE_REASON = "the real DISCOS client takes an empty line for a lost connection"
 
 
 @dataclass(frozen=True)
@@ -59,7 +64,10 @@ class Settings:
     how far (seconds) its clock may be from ours; ``timed_delay`` how far
     ahead (seconds) time-tagged starts and stops are set, and
     ``timed_lateness`` how long after their time (seconds) they may take
-    to show in ``status``.
+    to show in ``status``.  ``configurations`` is the backend's table of
+    configurations, when it declares one: every configuration in it is
+    then checked for its count of ``get-tpi``/``get-rms`` values (without
+    it, ``configuration`` is, against SRT's table when it is an SRT one).
     """
 
     configuration: str = "SK00"
@@ -70,16 +78,33 @@ class Settings:
     timed_lateness: float = 2.0
     timeout: float = DEFAULT_TIMEOUT
     greeting_timeout: float = DEFAULT_GREETING_TIMEOUT
+    configurations: Table | None = field(default=None, hash=False)  # a mapping: unhashable
 
 
 class CheckFailed(AssertionError):
-    """A check found the server misbehaving: what was sent, what came back, what was due."""
+    """A check found the server misbehaving: what was sent, what came back, what was due.
 
-    def __init__(self, sent: str, received: str, expected: str) -> None:
-        super().__init__(f"sent:     {sent}\nreceived: {received}\nexpected: {expected}")
+    ``why`` says, when it matters, what the real DISCOS client does with
+    such a reply.
+    """
+
+    def __init__(self, sent: str, received: str, expected: str, why: str = "") -> None:
+        text = f"sent:     {sent}\nreceived: {received}\nexpected: {expected}"
+        super().__init__(text + (f"\nwhy:      {why}" if why else ""))
         self.sent = sent
         self.received = received
         self.expected = expected
+        self.why = why
+
+
+class DiscosAborts(CheckFailed):
+    """A failure the real DISCOS client does not survive: its component ends on this reply.
+
+    ``why`` starts with :data:`DISCOS_ABORTS`.
+    """
+
+    def __init__(self, sent: str, received: str, expected: str, why: str) -> None:
+        super().__init__(sent, received, expected, f"{DISCOS_ABORTS}: {why}")
 
 
 class CannotConnect(Exception):
@@ -287,6 +312,8 @@ class Session:
         sent = serialize_line(request(name, *arguments))
         raw = await self.exchange(sent)
         expected = f"a reply !{name},<code>..."
+        if raw.rstrip(b"\r\n") == b"" and raw.endswith(b"\n"):
+            raise CheckFailed(show(sent), show(raw), expected, EMPTY_LINE_REASON)
         try:
             message = parse_message(raw.decode(ENCODING, ENCODING_ERRORS))
         except GrammarException as error:

@@ -24,7 +24,7 @@ from discosbackend.grammar import UNDEFINED_NAME, fail, serialize_line
 from discosbackend.handlers import Handler
 from discosbackend.responder import RawReply, ReplyBytes, Responder
 
-__all__ = ["DBProtocol", "DBProtocolFactory", "DEFAULT_MAX_LINE"]
+__all__ = ["DBProtocol", "DBProtocolFactory", "DEFAULT_MAX_LINE", "describe_peer"]
 
 #: The default longest line accepted, in bytes (without the line end).
 DEFAULT_MAX_LINE = 64 * 1024
@@ -33,7 +33,7 @@ _log = Logger()
 _LOST_REPLY = serialize_line(fail(UNDEFINED_NAME, "internal error: reply lost"))
 
 
-def _describe(peer: object) -> str:
+def describe_peer(peer: object) -> str:
     """``host:port`` for TCP peers, the object's text otherwise."""
     host, port = getattr(peer, "host", None), getattr(peer, "port", None)
     return f"{host}:{port}" if host is not None and port is not None else str(peer)
@@ -78,7 +78,7 @@ class DBProtocol(LineOnlyReceiver):
         set_no_delay = getattr(self.transport, "setTcpNoDelay", None)
         if set_no_delay is not None:
             set_no_delay(True)
-        _log.info("connection from {peer}", peer=_describe(self.transport.getPeer()))
+        _log.info("connection from {peer}", peer=describe_peer(self.transport.getPeer()))
         self._send(self.factory.responder.greeting())
 
     def connectionLost(self, reason: Failure | None = None) -> None:
@@ -86,7 +86,7 @@ class DBProtocol(LineOnlyReceiver):
         self._queue.clear()
         self._buffer = b""
         self.factory.connections.discard(self)
-        _log.info("connection from {peer} closed", peer=_describe(self.transport.getPeer()))
+        _log.info("connection from {peer} closed", peer=describe_peer(self.transport.getPeer()))
         waiters, self._closed_waiters = self._closed_waiters, []
         for waiter in waiters:
             waiter.callback(None)

@@ -442,8 +442,8 @@ class EachCheckCatchesItsFault(SynchronousTestCase):
                           {STATUS: "within 5 s of our clock"})
 
     def test_status_word_and_flag(self) -> None:
-        for reply, reason in (("not ok,0", "the status as one word"),
-                              ("ok,yes", "the acquiring flag 1 or 0")):
+        for reply, reason in (("not ok,0", "status: one word, not 'not ok'"),
+                              ("ok,yes", "acquiring: 1 or 0, not 'yes'")):
             wrong = Scripted(status=lambda reply=reply: f"!status,ok,{now_stamp()},{reply}\r\n"
                              .encode())
             self.assert_fails(self.failures(wrong, [STATUS]), {STATUS: reason})
@@ -454,14 +454,14 @@ class EachCheckCatchesItsFault(SynchronousTestCase):
         self.assert_fails(self.failures(wrong, ["get_tpi_replies_one_float_per_section",
                                                 "get_tp0_replies_one_float_per_section",
                                                 "get_rms_replies_one_float_per_section"]),
-                          {"get_tpi_replies_one_float_per_section": "finite numbers",
+                          {"get_tpi_replies_one_float_per_section": "value: a finite number, not 'nan'",
                            "get_tp0_replies_one_float_per_section": "the same number of values"})
 
     def test_integration_that_is_not_an_integer(self) -> None:
         wrong = Scripted(get_integration=b"!get-integration,ok,forty\r\n")
         self.assert_fails(self.failures(wrong, ["get_integration_replies_milliseconds",
                                                 "set_integration_round_trips"]),
-                          {"get_integration_replies_milliseconds": "one integer >= 0",
+                          {"get_integration_replies_milliseconds": "integration: an integer, not 'forty'",
                            "set_integration_round_trips": "!get-integration,ok,40, as set"})
 
     def test_round_trips_leave_the_backend_as_they_found_it(self) -> None:
@@ -527,7 +527,7 @@ class EachCheckCatchesItsFault(SynchronousTestCase):
         no_time = Scripted(time=b"!time,ok\r\n")
         self.assert_fails(self.failures(no_time, ["time_reply_is_a_timestamp_near_now",
                                                   "time_tagged_start_and_stop_happen_on_time"]),
-                          {"time_reply_is_a_timestamp_near_now": "one value, not 0",
+                          {"time_reply_is_a_timestamp_near_now": "1 value (timestamp), not 0",
                            "time_tagged_start_and_stop_happen_on_time": "!time,ok,<timestamp>"})
 
 

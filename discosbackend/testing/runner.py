@@ -16,7 +16,8 @@ from twisted.internet import defer
 from discosbackend.client.address import Address
 from discosbackend.reactor import or_global
 from discosbackend.testing.checks import CHECK_NAMES, CHECKS, Check, check_named
-from discosbackend.testing.session import CannotConnect, CheckFailed, Settings, connect
+from discosbackend.testing.session import (CannotConnect, CheckFailed, NotInServerVersion,
+                                           Settings, connect)
 
 __all__ = ["Result", "PASSED", "FAILED", "ERROR", "SKIPPED", "READ_ONLY_REASON", "BY_NAME_REASON",
            "select_checks", "run_check", "run_checks"]
@@ -86,7 +87,9 @@ def run_check(check: Check, where: Where, settings: Settings | None = None,
               reactor: Any = None) -> defer.Deferred[None]:
     """Connect, run ``check``, disconnect; fails with ``CheckFailed`` when the server is at fault.
 
-    Fails with ``CannotConnect`` if the server cannot be reached.
+    Fails with ``CannotConnect`` if the server cannot be reached, and with
+    ``NotInServerVersion`` if the check needs a command the protocol version
+    the server announced does not have (the check is then skipped).
     """
     return defer.Deferred.fromCoroutine(_run_check(check, where, settings, reactor))
 
@@ -108,8 +111,10 @@ def run_checks(where: Where, *, settings: Settings | None = None,
     """Run ``checks`` (from :func:`select_checks`; default all) one after the other.
 
     Fires with the list of :class:`Result`; ``progress`` is called with each
-    as it comes.  Fails with ``CannotConnect`` if the server cannot be
-    reached for the first check that runs; later, that is a failed check.
+    as it comes.  A check that needs a command the server's protocol version
+    does not have is skipped, and its reason says so.  Fails with
+    ``CannotConnect`` if the server cannot be reached for the first check
+    that runs; later, that is a failed check.
     """
     reactor = or_global(reactor)
     return defer.Deferred.fromCoroutine(_run_checks(
@@ -129,6 +134,8 @@ async def _run_checks(where: Where, settings: Settings | None,
             try:
                 await run_check(check, where, settings, reactor)
                 result = Result(check, PASSED)
+            except NotInServerVersion as error:
+                result = Result(check, SKIPPED, reason=str(error))
             except CannotConnect as error:
                 if not reached:
                     raise

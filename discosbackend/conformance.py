@@ -26,7 +26,7 @@ from typing import Sequence
 
 from discosbackend.commands import COMMANDS, TIMESTAMP, VERSION, ArgumentError, Command, ReplyValue
 from discosbackend.grammar import (ENCODING, ENCODING_ERRORS, FAIL, INVALID, OK, UNDEFINED_NAME,
-                                   GrammarException, Message, name_of, parse_message)
+                                   GrammarException, Message, parse_message)
 
 __all__ = ["REAL_CLIENT_BUFFER", "FATAL_FAILS", "REPLY_TIMESTAMP_FORM", "show", "show_lines",
            "parse_raw", "framing_problem", "is_version_reply", "version_of", "value_problem",
@@ -42,6 +42,7 @@ REPLY_TIMESTAMP_FORM = "unix seconds with exactly 7 decimals"
 
 _REPLY_TIMESTAMP = re.compile(TIMESTAMP.wire)
 _SHOWN = 200
+_SHOWN_VALUE = 40
 _VISIBLE = {"\r": "\\r", "\n": "\\n", "\t": "\\t"}
 #: A "line" longer than this (no LF in sight) is handed over as it is.
 _MAX_LINE = 1024 * 1024
@@ -76,12 +77,12 @@ def show_lines(lines: Sequence[bytes | str]) -> str:
     return " | ".join(show(line) for line in lines)
 
 
-def _read(raw: bytes) -> Message | str:
+def _read(raw: bytes) -> Message | GrammarException:
     """The message the raw line holds (its line end dropped), or why it holds none."""
     try:
         return parse_message(raw.decode(ENCODING, ENCODING_ERRORS))
     except GrammarException as error:
-        return f"does not parse ({error.reason})"
+        return error
 
 
 def parse_raw(raw: bytes) -> Message | None:
@@ -126,7 +127,8 @@ def value_problem(value: ReplyValue, text: str) -> str | None:
             valid = True
         except ValueError:
             valid = False
-    return None if valid else f"{value.name}: {expectation}, not {show(text)!r}"
+    shown = text if len(text) <= _SHOWN_VALUE else text[:_SHOWN_VALUE] + "..."
+    return None if valid else f"{value.name}: {expectation}, not {shown!r}"
 
 
 def _values_wanted(command: Command) -> str:
@@ -163,8 +165,8 @@ def request_problems(raw: bytes, version: str | None = None) -> list[str]:
     problem: a line that does not parse, an unknown command, wrong arguments.
     """
     message = _read(raw)
-    if isinstance(message, str):
-        return [f"{message}: the server answers invalid"]
+    if isinstance(message, GrammarException):
+        return [f"does not parse ({message.reason}): the server answers invalid"]
     if not message.is_request():
         return ["starts with '!', not '?': the server answers invalid"]
     command = COMMANDS.get(message.name)
@@ -189,14 +191,18 @@ def _reply_problems(request: bytes, raw: bytes, version: str | None) -> list[str
         problems.append(f"{len(raw)} bytes: the real client's {REAL_CLIENT_BUFFER}-byte "
                         "buffer overflows")
     message = _read(raw)
-    if isinstance(message, str) or not message.is_reply():
-        why = message if isinstance(message, str) else "a request, not a reply"
+    if isinstance(message, GrammarException) or not message.is_reply():
+        why = (f"does not parse ({message.reason})" if isinstance(message, GrammarException)
+               else "a request, not a reply")
         return problems + [f"{why}: the real client's parse fails outside its error handling"]
-    asked = parse_raw(request)
-    if asked is None or not asked.is_request():
-        if message.name not in (name_of(request), UNDEFINED_NAME) or message.code != INVALID:
+    asked = _read(request)
+    if isinstance(asked, GrammarException) or not asked.is_request():
+        # The server names its invalid reply after the request when it could
+        # read the name, else "undefined": either is fine.
+        named = asked.name if isinstance(asked, Message) else asked.name or UNDEFINED_NAME
+        if message.name not in (named, UNDEFINED_NAME) or message.code != INVALID:
             problems.append(f"!{message.name},{message.code} answers a line that is not a "
-                            f"request: expected !{name_of(request)},invalid,<reason>")
+                            f"request: expected !{named},invalid,<reason>")
         return problems
     if message.name != asked.name:
         return problems + [f"answers {message.name!r}, not the request {asked.name!r}"]

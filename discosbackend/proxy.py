@@ -117,6 +117,18 @@ class _Backend(Protocol):
         self.client.backend_lost()
 
 
+class _BackendFactory(Factory):
+    """Makes the one :class:`_Backend` connection of ``client``."""
+
+    noisy = False
+
+    def __init__(self, client: _Client) -> None:
+        self.client = client
+
+    def buildProtocol(self, addr: object) -> _Backend:
+        return _Backend(self.client)
+
+
 @implementer(IHalfCloseableProtocol)
 class _Client(Protocol):
     """One client connection, relayed to its own connection to the backend."""
@@ -147,7 +159,7 @@ class _Client(Protocol):
         if factory.recorder is not None:
             factory.recorder.opened(self.number, peer)
         _log.info("connection {connection} from {peer}", connection=self.number, peer=peer)
-        connecting = factory.upstream.connect(Factory.forProtocol(lambda: _Backend(self)))
+        connecting = factory.upstream.connect(_BackendFactory(self))
         connecting.addErrback(self._cannot_reach)
 
     def backend_connected(self, backend: _Backend) -> None:

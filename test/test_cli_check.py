@@ -15,6 +15,7 @@ from discosbackend.cli.check import format_result, junit_xml, list_checks, summa
 from discosbackend.testing import (CHECK_NAMES, CHECKS, ERROR, FAILED, PASSED, SKIPPED,
                                    CheckFailed, Result, check_named, select_checks)
 
+from _helpers_simulator import start_serve
 from serving import CLI, closed_port, start_server
 
 #: ``discos-backend`` run the way the installed script runs it.
@@ -252,3 +253,24 @@ def test_the_check_subcommand_is_listed_in_the_help(capsys: pytest.CaptureFixtur
     with pytest.raises(SystemExit):
         main(["--help"])
     assert "check" in capsys.readouterr().out
+
+
+def test_check_passes_against_an_older_protocol_and_says_what_it_skipped() -> None:
+    served = start_serve(["--port", "0", "--control-port", "none", "--protocol", "1.2"])
+    try:
+        done = subprocess.run([*CLI, "check", f"127.0.0.1:{served.port}"], capture_output=True,
+                              text=True, timeout=120, check=False)
+    finally:
+        served.terminate()
+    assert done.returncode == 0, done.stdout + done.stderr
+    skipped = [line for line in done.stdout.splitlines() if line.startswith("- ")]
+    assert skipped == [
+        "- set_enable_is_accepted (skipped, the server speaks protocol 1.2, which has no "
+        "set-enable (from 1.3))",
+        "- set_shift_is_accepted (skipped, the server speaks protocol 1.2, which has no "
+        "set-shift (from 1.4))",
+        "- end_schedule_is_accepted (skipped, the server speaks protocol 1.2, which has no "
+        "end-schedule (from 1.4))",
+        "- backend_park_is_accepted (skipped, the server speaks protocol 1.2, which has no "
+        "backend-park (from 1.4))"]
+    assert done.stdout.splitlines()[-1] == f"{len(CHECKS) - 4} passed, 0 failed, 4 skipped"

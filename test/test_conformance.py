@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from hypothesis import given, strategies as st
 
-from discosbackend.commands import COMMANDS, ReplyValue, TEXT, command
+from discosbackend.commands import COMMANDS, FLOAT, INTEGER, TEXT, Command, ReplyValue, command
 from discosbackend.conformance import (FATAL_FAILS, REAL_CLIENT_BUFFER, Conversation,
                                        LineBuffer, framing_problem, is_version_reply,
                                        ok_values_problem, parse_raw, request_problems, show,
@@ -60,6 +60,10 @@ def test_ok_values_must_fit_the_table() -> None:
     assert ok_values_problem(COMMANDS["get-tpi"], ["1", "nan"]) == (
         "value: a finite number, not 'nan'")
     assert ok_values_problem(COMMANDS["set-shift"], ["1"]) == "no values, not 1"
+    mixed = Command("sweep", "sweep", reply=(ReplyValue("points", INTEGER),
+                                             ReplyValue("level", FLOAT, repeated=True)))
+    assert ok_values_problem(mixed, []) == "1 or more values (points level...), not 0"
+    assert ok_values_problem(mixed, ["3", "1.5", "2"]) is None
 
 
 def test_requests_the_server_must_refuse() -> None:

@@ -15,6 +15,7 @@ from twisted.internet import defer, reactor
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 from twisted.internet.interfaces import IHalfCloseableProtocol, IListeningPort
 from twisted.internet.protocol import Protocol
+from twisted.internet.testing import StringTransport
 from twisted.logger import globalLogPublisher
 from twisted.protocols.policies import ProtocolWrapper, WrappingFactory
 from zope.interface import implementer
@@ -22,7 +23,7 @@ from zope.interface import implementer
 from discosbackend import proxy, server
 from discosbackend.handlers import DBProtocolHandler, Handler
 from discosbackend.protocol import DBProtocolFactory
-from discosbackend.proxy import Problem
+from discosbackend.proxy import Problem, ProxyFactory
 from discosbackend.simulator import BackendSimulator, SimulatorHandler
 from discosbackend.testing.replay import replay_file
 from discosbackend.transcript import CLIENT, CLOSE, OPEN, SERVER, TranscriptWriter, read_transcript
@@ -363,3 +364,74 @@ def test_a_recording_replays_against_the_same_backend_and_not_against_a_broken_o
         "reply to ?set-enable,1,2\n    recorded: !set-enable,ok\n"
         "    received: !set-enable,invalid,unknown command 'set-enable'\n"
         "    differs:  code: recorded !set-enable,ok, received !set-enable,invalid"]
+
+
+# --------------------------------------------------------------------------
+# The relay's corners, on StringTransports: nothing lost while the backend connects
+# --------------------------------------------------------------------------
+
+class HalfClosing(StringTransport):
+    write_closed = False
+
+    def loseWriteConnection(self) -> None:
+        self.write_closed = True
+
+
+class LaterEndpoint:
+    """Connects when told to (:meth:`finish`), to a :class:`HalfClosing` transport."""
+
+    def __init__(self) -> None:
+        self.factory: Any = None
+        self.connecting: defer.Deferred[Any] = defer.Deferred()
+        self.transport = HalfClosing()
+
+    def connect(self, factory: Any) -> defer.Deferred[Any]:
+        self.factory = factory
+        return self.connecting
+
+    def finish(self) -> Any:
+        backend = self.factory.buildProtocol(None)
+        backend.makeConnection(self.transport)
+        self.connecting.callback(backend)
+        return backend
+
+
+def relay() -> tuple[Any, HalfClosing, LaterEndpoint, ProxyFactory]:
+    endpoint = LaterEndpoint()
+    factory = ProxyFactory(endpoint)
+    client = factory.buildProtocol(None)
+    transport = HalfClosing()
+    client.makeConnection(transport)
+    return client, transport, endpoint, factory
+
+
+def test_what_comes_before_the_backend_connects_waits_and_goes_first() -> None:
+    client, transport, endpoint, factory = relay()
+    assert transport.producerState == "paused"  # reads nothing more meanwhile
+    client.dataReceived(b"?status\r\n?ti")
+    client.readConnectionLost()
+    backend = endpoint.finish()
+    assert endpoint.transport.value() == b"?status\r\n?ti"
+    assert endpoint.transport.write_closed and transport.producerState == "producing"
+    assert transport.producer is endpoint.transport and endpoint.transport.producer is transport
+    backend.dataReceived(b"!version,ok,1.4\r\n")
+    assert transport.value() == b"!version,ok,1.4\r\n"
+    assert factory.count == 1 and factory.connections == {client}
+
+
+def test_a_client_gone_before_the_backend_connects_closes_the_backend() -> None:
+    client, _, endpoint, factory = relay()
+    client.connectionLost(None)
+    assert client.close().called and factory.connections == set()
+    endpoint.finish()
+    assert endpoint.transport.disconnecting
+
+
+def test_closing_a_relayed_connection_fires_once_it_is_closed() -> None:
+    client, transport, endpoint, _ = relay()
+    backend = endpoint.finish()
+    closing = client.close()
+    assert transport.disconnecting and not closing.called
+    client.connectionLost(None)
+    assert closing.called and endpoint.transport.disconnecting
+    backend.connectionLost(None)  # the backend's side going too closes nothing twice

@@ -521,6 +521,11 @@ class EachCheckCatchesItsFault(SynchronousTestCase):
                           {"get_tpi_replies_one_float_per_section": "value: a finite number, not 'nan'",
                            "get_tp0_replies_one_float_per_section": "the same number of values"})
 
+    def test_integration_that_is_negative(self) -> None:
+        wrong = Scripted(get_integration=b"!get-integration,ok,-5\r\n")
+        self.assert_fails(self.failures(wrong, ["get_integration_replies_milliseconds"]),
+                          {"get_integration_replies_milliseconds": "one integer >= 0"})
+
     def test_integration_that_is_not_an_integer(self) -> None:
         wrong = Scripted(get_integration=b"!get-integration,ok,forty\r\n")
         self.assert_fails(self.failures(wrong, ["get_integration_replies_milliseconds",

@@ -101,6 +101,10 @@ class Difference:
                 f"    differs:  {self.why}")
 
 
+def _replies(count: int) -> str:
+    return f"{count} repl{'y' if count == 1 else 'ies'}"
+
+
 @dataclass
 class ConnectionResult:
     """How one recorded connection replayed: replies compared and differences."""
@@ -118,10 +122,11 @@ class ConnectionResult:
     def describe(self, marks: tuple[str, str] = ("✓", "✗")) -> str:
         """One line, then each difference indented."""
         if self.matches:
-            return f"{marks[0]} connection {self.connection}: {self.compared} replies match"
+            return (f"{marks[0]} connection {self.connection}: {_replies(self.compared)} "
+                    f"match{'es' if self.compared == 1 else ''}")
         count = len(self.differences)
-        lines = [f"{marks[1]} connection {self.connection}: {count} of {self.compared} "
-                 f"replies differ{'s' if count == 1 else ''}"]
+        lines = [f"{marks[1]} connection {self.connection}: {count} of "
+                 f"{_replies(self.compared)} differ{'s' if count == 1 else ''}"]
         lines.extend("    " + str(difference).replace("\n", "\n    ")
                      for difference in self.differences)
         return "\n".join(lines)
@@ -151,7 +156,7 @@ class Report:
     def summary(self) -> str:
         """``N of M replies match, K differ``."""
         count = len(self.differences)
-        return (f"{self.compared - count} of {self.compared} replies match, {count} "
+        return (f"{self.compared - count} of {_replies(self.compared)} match, {count} "
                 f"differ{'s' if count == 1 else ''}")
 
     def text(self) -> str:

@@ -11,6 +11,7 @@ Backends add their own commands with the :func:`command` decorator.
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 from operator import call
@@ -409,6 +410,7 @@ class Command:
         return since is None or known is None or since <= known
 
 
+@functools.lru_cache(maxsize=64)
 def _version_key(version: str | None) -> tuple[int, ...] | None:
     """``"1.3"`` as ``(1, 3)``, for comparing versions; ``None`` if it is not one."""
     parts = (version or "").split(".")

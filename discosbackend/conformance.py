@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import re
 from collections import deque
-from typing import Sequence
+from typing import NamedTuple, Sequence
 
 from discosbackend.commands import COMMANDS, TIMESTAMP, VERSION, ArgumentError, Command, ReplyValue
 from discosbackend.grammar import (ENCODING, ENCODING_ERRORS, FAIL, INVALID, OK, UNDEFINED_NAME,
@@ -158,13 +158,20 @@ def ok_values_problem(command: Command, values: Sequence[str]) -> str | None:
     return None
 
 
-def request_problems(raw: bytes, version: str | None = None) -> list[str]:
-    """What is wrong with the request line ``raw``, as a server speaking ``version`` sees it.
+class _Request(NamedTuple):
+    """A request line, what it holds, and its problems (judged once, when it came)."""
 
-    A request may end in a bare LF; anything the server must refuse is a
-    problem: a line that does not parse, an unknown command, wrong arguments.
-    """
+    raw: bytes
+    message: Message | GrammarException
+    problems: list[str]
+
+
+def _judged(raw: bytes, version: str | None) -> _Request:
     message = _read(raw)
+    return _Request(raw, message, _request_problems(message, version))
+
+
+def _request_problems(message: Message | GrammarException, version: str | None) -> list[str]:
     if isinstance(message, GrammarException):
         return [f"does not parse ({message.reason}): the server answers invalid"]
     if not message.is_request():
@@ -181,8 +188,17 @@ def request_problems(raw: bytes, version: str | None = None) -> list[str]:
     return []
 
 
-def _reply_problems(request: bytes, raw: bytes, version: str | None) -> list[str]:
-    """What is wrong with ``raw`` as the reply to the request line ``request``."""
+def request_problems(raw: bytes, version: str | None = None) -> list[str]:
+    """What is wrong with the request line ``raw``, as a server speaking ``version`` sees it.
+
+    A request may end in a bare LF; anything the server must refuse is a
+    problem: a line that does not parse, an unknown command, wrong arguments.
+    """
+    return _judged(raw, version).problems
+
+
+def _reply_problems(request: _Request, raw: bytes, version: str | None) -> list[str]:
+    """What is wrong with ``raw`` as the reply to ``request``."""
     problems = []
     framing = framing_problem(raw)
     if framing is not None:
@@ -195,7 +211,7 @@ def _reply_problems(request: bytes, raw: bytes, version: str | None) -> list[str
         why = (f"does not parse ({message.reason})" if isinstance(message, GrammarException)
                else "a request, not a reply")
         return problems + [f"{why}: the real client's parse fails outside its error handling"]
-    asked = _read(request)
+    asked = request.message
     if isinstance(asked, GrammarException) or not asked.is_request():
         # The server names its invalid reply after the request when it could
         # read the name, else "undefined": either is fine.
@@ -206,7 +222,7 @@ def _reply_problems(request: bytes, raw: bytes, version: str | None) -> list[str
         return problems
     if message.name != asked.name:
         return problems + [f"answers {message.name!r}, not the request {asked.name!r}"]
-    refused = request_problems(request, version)
+    refused = request.problems
     if message.code != OK:
         return problems + _refusal_problems(message, asked, version, bool(refused))
     command = COMMANDS.get(asked.name)
@@ -260,7 +276,7 @@ class Conversation:
         self.greeting: bytes | None = None
         #: The protocol version the greeting announced.
         self.server_version: str | None = None
-        self._pending: deque[bytes] = deque()
+        self._pending: deque[_Request] = deque()
         self._greeted = False
 
     @property
@@ -270,8 +286,9 @@ class Conversation:
 
     def request(self, raw: bytes) -> list[str]:
         """A line the client sent: its problems."""
-        self._pending.append(raw)
-        return request_problems(raw, self.server_version)
+        request = _judged(raw, self.server_version)
+        self._pending.append(request)
+        return request.problems
 
     def reply(self, raw: bytes) -> tuple[bytes | None, list[str]]:
         """A line the server sent: the request it answers (``None``: none) and its problems."""
@@ -280,18 +297,18 @@ class Conversation:
             message = parse_raw(raw)
             if is_version_reply(message) or not self._answers_first(message):
                 return None, self._greeted_with(raw, message)
-            request, problems = self.reply(raw)
-            return request, ["no greeting: the server's first line answers the first "
-                             "request"] + problems
+            answered, problems = self.reply(raw)
+            return answered, ["no greeting: the server's first line answers the first "
+                              "request"] + problems
         if not self._pending:
             return None, ["a reply when no request waits for one (an extra reply)"]
         request = self._pending.popleft()
-        return request, _reply_problems(request, raw, self.server_version)
+        return request.raw, _reply_problems(request, raw, self.server_version)
 
     def _answers_first(self, message: Message | None) -> bool:
         """Whether ``message`` is a reply to the oldest waiting request."""
-        first = parse_raw(self._pending[0]) if self._pending else None
-        return (first is not None and message is not None and message.is_reply()
+        first = self._pending[0].message if self._pending else None
+        return (isinstance(first, Message) and message is not None and message.is_reply()
                 and message.name == first.name)
 
     def _greeted_with(self, raw: bytes, message: Message | None) -> list[str]:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-import os
 import subprocess
 from typing import Any
 from xml.etree import ElementTree
@@ -16,7 +15,7 @@ from discosbackend.testing import (CHECK_NAMES, CHECKS, ERROR, FAILED, PASSED, S
                                    CheckFailed, Result, check_named, select_checks)
 
 from _helpers_simulator import start_serve
-from serving import CLI, closed_port, start_server
+from serving import CLI, closed_port, run_all, start_server
 
 #: ``discos-backend`` run the way the installed script runs it.
 STATE_CHANGING = [check.name for check in CHECKS if check.changes_state]
@@ -57,14 +56,9 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
                             "--junit-xml", str(directory / "no" / "such" / "dir.xml")], {}),
             "refused": ([f"127.0.0.1:{closed_port()}"], {}),
         }
-        started = {name: subprocess.Popen([*CLI, "check", *arguments], stdout=subprocess.PIPE,
-                                          stderr=subprocess.PIPE, text=True,
-                                          env={**os.environ, **env})
-                   for name, (arguments, env) in cases.items()}
         done: dict[str, Any] = {"directory": directory}
-        for name, process in started.items():
-            out, err = process.communicate(timeout=120)
-            done[name] = subprocess.CompletedProcess(process.args, process.returncode, out, err)
+        done.update(run_all("check", {name: arguments for name, (arguments, _) in cases.items()},
+                            {name: env for name, (_, env) in cases.items()}))
     return done
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
 from pathlib import Path
 from typing import Any
 from xml.etree import ElementTree
@@ -13,7 +12,7 @@ from _helpers_simulator import start_serve
 from discosbackend.cli.replay import junit_cases
 from discosbackend.testing.replay import ConnectionResult, Difference, Report
 from discosbackend.testing.runner import FAILED, PASSED
-from serving import CLI, closed_port
+from serving import closed_port, run_all
 
 SESSION = Path(__file__).parent / "sessions" / "simulator.jsonl"
 
@@ -45,13 +44,8 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
             "unwritable": [str(read_only), f"127.0.0.1:{older.port}", "--junit-xml",
                            str(directory / "no" / "such.xml")],
         }
-        started = {name: subprocess.Popen([*CLI, "replay", *arguments], stdout=subprocess.PIPE,
-                                          stderr=subprocess.PIPE, text=True)
-                   for name, arguments in cases.items()}
         done: dict[str, Any] = {"directory": directory}
-        for name, process in started.items():
-            out, err = process.communicate(timeout=120)
-            done[name] = subprocess.CompletedProcess(process.args, process.returncode, out, err)
+        done.update(run_all("replay", cases))
     finally:
         simulator.terminate()
         older.terminate()

@@ -6,6 +6,7 @@ sends, so each test can compare both ends of the proxy byte for byte.
 
 from __future__ import annotations
 
+import base64
 import io
 import json
 from typing import Any
@@ -206,7 +207,6 @@ def test_the_transcript_records_every_line_with_its_connection_and_direction() -
 
 
 def read_lines(records: list[dict[str, Any]], sender: str) -> list[bytes]:
-    import base64
     return [base64.b64decode(record["base64"]) for record in records if record["from"] == sender]
 
 

@@ -141,6 +141,7 @@ class _Client(Protocol):
         self._waiting: list[bytes] = []      # what came before the backend answered
         self._half_closed = False
         self._closed = False
+        self._backend_gone = False  # the backend closed first
         self._close_waiters: list[defer.Deferred[None]] = []
         self._conversation = Conversation()
         self._lines = {CLIENT: LineBuffer(), SERVER: LineBuffer()}
@@ -195,6 +196,7 @@ class _Client(Protocol):
     def backend_lost(self) -> None:
         """The backend closed: close towards the client once what it sent is delivered."""
         if self.transport is not None and not self._closed:
+            self._backend_gone = True
             self.transport.loseConnection()
 
     def connectionLost(self, reason: Failure | None = None) -> None:
@@ -205,8 +207,9 @@ class _Client(Protocol):
             rest = buffer.rest()
             if rest:  # a last line cut short
                 self._line(sender, rest)
+        # Requests left unanswered: the backend's doing if it closed first.
         for text in self._conversation.close():
-            self._report(Problem(self.number, SERVER, text))
+            self._report(Problem(self.number, SERVER if self._backend_gone else CLIENT, text))
         recorder = self.factory.recorder
         if recorder is not None:
             recorder.closed(self.number)

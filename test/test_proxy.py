@@ -261,7 +261,7 @@ def test_the_clients_bad_lines_and_a_cut_last_line_are_flagged_and_recorded() ->
         yield setup.stop()
     assert [(problem.sender, problem.text.split(" (")[0]) for problem in setup.problems] == [
         (CLIENT, "does not parse"), (CLIENT, "bad arguments"),
-        (SERVER, "the connection closed with 1 request unanswered")]
+        (CLIENT, "the connection closed with 1 request unanswered")]
     assert setup.records()[-2]["text"] == "?status"
 
 
@@ -292,6 +292,21 @@ def test_a_backend_that_hangs_up_closes_the_client_after_its_reply() -> None:
         yield setup.stop()
     assert client.data == b"!version,ok,1.4\r\n!get-integration,ok,0\r\n"
     assert setup.records()[-1]["event"] == CLOSE
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_backend_that_hangs_up_on_pending_requests_is_blamed() -> None:
+    simulator = BackendSimulator()
+    simulator.faults.close_after_next()
+    setup = yield start(SimulatorHandler(simulator))
+    try:
+        client = yield setup.connect()
+        client.send(b"?time\r\n?status\r\n")  # the second is never answered
+        yield client.lost
+    finally:
+        yield setup.stop()
+    assert [(problem.sender, problem.text) for problem in setup.problems] == [
+        (SERVER, "the connection closed with 1 request unanswered")]
 
 
 @pytest_twisted.inlineCallbacks

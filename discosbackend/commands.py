@@ -11,6 +11,7 @@ Backends add their own commands with the :func:`command` decorator.
 
 from __future__ import annotations
 
+import functools
 import math
 import numbers
 import re
@@ -27,12 +28,21 @@ __all__ = [
     "ArgumentError", "ReplyShapeError", "Kind", "Argument", "ReplyValue", "Command", "command",
     "INTEGER", "NON_NEGATIVE_INTEGER", "FLOAT", "TEXT", "WORD", "BOOLEAN",
     "TIMESTAMP", "UNCHANGED", "COMMANDS", "VERSION", "commands_of", "reason_text",
+    "PROTOCOL_VERSIONS", "CLIENT", "EXTENSION", "check_protocol_version",
 ]
 
 #: A ``set-section`` argument given as ``*``: leave that setting unchanged.
 UNCHANGED = "*"
 #: The command the library answers itself (and whose reply is the greeting).
 VERSION = "version"
+#: The published protocol versions, oldest first; the library speaks the last
+#: by default and can speak any of them.
+PROTOCOL_VERSIONS = ("1.0", "1.1", "1.2", "1.3", "1.4")
+#: The ``since`` of a command the real client sends that no published version
+#: lists (``get-rms``): whether a server has it does not follow from its version.
+CLIENT = "client"
+#: The ``since`` of a backend's own commands (see :func:`command`).
+EXTENSION = "extension"
 
 _INTEGER_RE = re.compile(r"-?[0-9]+")
 # Text a reply cannot carry: control characters but TAB (which is escaped),
@@ -421,17 +431,25 @@ class Command:
                 + " ".join(value.name + ("..." if value.repeated else "")
                            for value in self.reply))
 
+    def reply_values(self, count: int) -> Sequence[ReplyValue]:
+        """The declared reply values fitted to an ``ok`` reply of ``count`` values.
+
+        The last one repeats when it is one per section.  Raises
+        :class:`ArgumentError` when no reply of ``count`` values fits.
+        """
+        try:
+            return self._stretched(self.reply, count)
+        except ReplyShapeError as error:
+            raise ArgumentError(str(error).replace("backend returned", "reply has")) from None
+
     def parse_reply(self, texts: Sequence[str]) -> list[Any]:
         """Parse an ``ok`` reply's values (the client side of the same shape).
 
         Raises :class:`ArgumentError` when the reply does not fit.
         """
+        values = self.reply_values(len(texts))
         try:
-            kinds = self._stretched([value.kind for value in self.reply], len(texts))
-        except ReplyShapeError as error:
-            raise ArgumentError(str(error).replace("backend returned", "reply has")) from None
-        try:
-            return [kind.parse(text) for kind, text in zip(kinds, texts)]
+            return [value.kind.parse(text) for value, text in zip(values, texts)]
         except ValueError as error:
             raise ArgumentError(f"bad value in {self.name} reply: {error!s}") from None
 
@@ -450,6 +468,36 @@ class Command:
             else:
                 text += "," + usage
         return text + closing
+
+    def served_in(self, version: str | None, client_commands: bool = True) -> bool:
+        """Whether a server speaking protocol ``version`` has this command.
+
+        A command of a published version is there from its ``since`` on (a
+        version this library does not know, or ``None``, has them all);
+        ``client_commands`` says whether the real client's extra commands
+        (``since`` :data:`CLIENT`) are there; extensions always are.
+        """
+        if self.since == CLIENT:
+            return client_commands
+        since, known = _version_key(self.since), _version_key(version)
+        return since is None or known is None or since <= known
+
+
+@functools.lru_cache(maxsize=64)
+def _version_key(version: str | None) -> tuple[int, ...] | None:
+    """``"1.3"`` as ``(1, 3)``, for comparing versions; ``None`` if it is not one."""
+    parts = (version or "").split(".")
+    if not all(part.isdigit() for part in parts):
+        return None
+    return tuple(int(part) for part in parts)
+
+
+def check_protocol_version(version: str) -> str:
+    """``version`` if it is one of :data:`PROTOCOL_VERSIONS`, else ``ValueError``."""
+    if version not in PROTOCOL_VERSIONS:
+        raise ValueError(f"unknown protocol version {version!r}: the versions are "
+                         f"{', '.join(PROTOCOL_VERSIONS)}")
+    return version
 
 
 def _section_argument(name: str, kind: Kind) -> Argument:
@@ -485,7 +533,7 @@ COMMANDS: dict[str, Command] = {c.name: c for c in (
             summary="total power, one value per section"),
     Command("get-tp0", "get_tp0", _TPI_ARGUMENTS, _PER_SECTION,
             summary="zero-level total power, one value per section"),
-    Command("get-rms", "get_rms", (), _PER_SECTION, since="client",
+    Command("get-rms", "get_rms", (), _PER_SECTION, since=CLIENT,
             summary="rms, one value per section"),
     Command("time", "time", (), (ReplyValue("timestamp", TIMESTAMP),),
             summary="the backend's clock"),
@@ -538,16 +586,25 @@ def command(name: str, *arguments: Argument, reply: Iterable[ReplyValue] | None 
 
     def declare(method: F) -> F:
         setattr(method, _DECLARATION, Command(
-            name, method.__name__, tuple(arguments), shape, since="extension",
+            name, method.__name__, tuple(arguments), shape, since=EXTENSION,
             summary=summary or (method.__doc__ or "").strip().split("\n")[0],
             changes_state=changes_state))
         return method
     return declare
 
 
-def commands_of(backend: object) -> dict[str, Command]:
-    """The standard commands plus the extensions ``backend``'s class declares."""
-    table = dict(COMMANDS)
+def commands_of(backend: object, version: str | None = None,
+                client_commands: bool = True) -> dict[str, Command]:
+    """The standard commands plus the extensions ``backend``'s class declares.
+
+    With a protocol ``version``, only the commands a server of that version
+    has (:meth:`Command.served_in`); raises ``ValueError`` for a version not in
+    :data:`PROTOCOL_VERSIONS`.
+    """
+    if version is not None:
+        check_protocol_version(version)
+    table = {name: command for name, command in COMMANDS.items()
+             if command.served_in(version, client_commands)}
     for attribute in dir(type(backend)):
         declaration = getattr(getattr(type(backend), attribute, None), _DECLARATION, None)
         if isinstance(declaration, Command):

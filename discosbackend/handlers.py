@@ -132,6 +132,12 @@ class DBProtocolHandler(Handler):
     ``async def``.  A command the backend lacks is answered ``fail``
     (``not supported``); ``version`` is answered by the library.
 
+    ``protocol`` is the protocol version it speaks (one of
+    :data:`~discosbackend.commands.PROTOCOL_VERSIONS`): the greeting and
+    ``?version`` say it, and commands of later versions are unknown
+    (``invalid``).  ``client_commands`` serves ``get-rms``, which the real
+    client sends though no published version lists it.
+
     Everything a request needs is prepared here, once: each command gets
     an *answer* (check the arguments, call the backend's method, format its
     result as the reply's wire bytes), the backend's methods are looked up
@@ -139,9 +145,11 @@ class DBProtocolHandler(Handler):
     handler, not after.
     """
 
-    def __init__(self, backend: Any) -> None:
+    def __init__(self, backend: Any, *, protocol: str = __protocol_version__,
+                 client_commands: bool = True) -> None:
         self.backend = backend
-        self.commands: dict[str, Command] = commands_of(backend)
+        self.protocol = protocol
+        self.commands: dict[str, Command] = commands_of(backend, protocol, client_commands)
         self._answers = {name: self._answer(command) for name, command in self.commands.items()}
         if type(self).handle is DBProtocolHandler.handle:
             self.routes = MappingProxyType(self._answers)
@@ -175,7 +183,7 @@ class DBProtocolHandler(Handler):
     def _answer(self, command: Command) -> Callable[[list[str]], bytes | Deferred[bytes]]:
         """The answer to ``command``: its request's arguments in, reply bytes out."""
         if command.method is None:  # version: the library's own answer
-            version = command.reply_line(__protocol_version__)
+            version = command.reply_line(self.protocol)
 
             def answer_version(arguments: list[str]) -> bytes:
                 command.parse_arguments(arguments)

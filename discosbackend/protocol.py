@@ -31,7 +31,7 @@ from discosbackend.reactor import or_global
 from discosbackend.responder import RawReply, ReplyBytes, Responder
 
 __all__ = ["DBProtocol", "DBProtocolFactory", "DEFAULT_MAX_LINE", "DEFAULT_MAX_UNSENT",
-           "DEFAULT_MAX_PENDING", "DEFAULT_MAX_CONNECTIONS", "parse_networks"]
+           "DEFAULT_MAX_PENDING", "DEFAULT_MAX_CONNECTIONS", "parse_networks", "describe_peer"]
 
 #: The default longest line accepted, in bytes (without the line end).
 DEFAULT_MAX_LINE = 64 * 1024
@@ -47,7 +47,7 @@ _LOST_REPLY = serialize_line(fail(UNDEFINED_NAME, "internal error: reply lost"))
 _TOO_MANY = serialize_line(fail(UNDEFINED_NAME, "too many connections"))
 
 
-def _describe(peer: object) -> str:
+def describe_peer(peer: object) -> str:
     """``host:port`` for TCP peers, the object's text otherwise."""
     host, port = getattr(peer, "host", None), getattr(peer, "port", None)
     return f"{host}:{port}" if host is not None and port is not None else str(peer)
@@ -140,7 +140,7 @@ class DBProtocol(LineOnlyReceiver):
             # It pauses its producer once this many bytes wait to be sent.
             self.transport.bufferSize = self.factory.max_unsent
         self.transport.registerProducer(self, True)  # type: ignore[attr-defined]  # a consumer too
-        _log.info("connection from {peer}", peer=_describe(self.transport.getPeer()))
+        _log.info("connection from {peer}", peer=describe_peer(self.transport.getPeer()))
         self._touch()
         self._send(self.factory.responder.greeting())
 
@@ -151,7 +151,7 @@ class DBProtocol(LineOnlyReceiver):
         if self._idle is not None and self._idle.active():
             self._idle.cancel()
         self.factory.connections.discard(self)
-        _log.info("connection from {peer} closed", peer=_describe(self.transport.getPeer()))
+        _log.info("connection from {peer} closed", peer=describe_peer(self.transport.getPeer()))
         waiters, self._closed_waiters = self._closed_waiters, []
         for waiter in waiters:
             waiter.callback(None)
@@ -225,7 +225,7 @@ class DBProtocol(LineOnlyReceiver):
 
     def _idle_too_long(self, seconds: float) -> None:
         _log.info("closing the connection from {peer}: idle for {seconds:g} s",
-                  peer=_describe(self.transport.getPeer()), seconds=seconds)
+                  peer=describe_peer(self.transport.getPeer()), seconds=seconds)
         self.close()
 
     def dataReceived(self, data: bytes) -> None:
@@ -408,7 +408,7 @@ class DBProtocolFactory(Factory[DBProtocol]):
                 for connection in list(self.connections):
                     _log.warn("dropping the connection from {peer}: its replies were not "
                               "read within {grace:g} s", grace=grace,
-                              peer=_describe(connection.transport.getPeer()))
+                              peer=describe_peer(connection.transport.getPeer()))
                     connection.abort()
             dropping = self.clock.callLater(grace, drop)
 

@@ -437,13 +437,14 @@ class SimulatorHandler(DBProtocolHandler):
     Before a request reaches the simulator: a pending garbage fault answers
     it with :data:`~discosbackend.faults.GARBAGE`; a delay holds it on the
     simulator's clock; a failure answers ``fail`` with its reason.  A
-    pending disconnect closes the connection after the reply.
+    pending disconnect closes the connection after the reply.  ``options``
+    are :class:`~discosbackend.handlers.DBProtocolHandler`'s (``protocol``...).
     """
 
     backend: BackendSimulator
 
-    def __init__(self, backend: BackendSimulator) -> None:
-        super().__init__(backend)
+    def __init__(self, backend: BackendSimulator, **options: Any) -> None:
+        super().__init__(backend, **options)
 
     @property
     def faults(self) -> Faults:

@@ -56,7 +56,7 @@ class ServeProcess:
         return self.process.returncode, err.decode("utf-8", "replace")
 
 
-def _read_line(process: subprocess.Popen, deadline: float) -> str:
+def read_first_line(process: subprocess.Popen, deadline: float) -> str:
     """The first stdout line of ``process``, waiting until ``deadline`` at most."""
     assert process.stdout is not None
     descriptor = process.stdout.fileno()
@@ -81,7 +81,7 @@ def start_serve(arguments: Sequence[str], *, command: Sequence[str] | None = Non
     full = list(command) if command is not None else [*CLI, "serve", *arguments]
     process = subprocess.Popen(full, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                stdin=subprocess.DEVNULL, cwd=cwd)
-    line = _read_line(process, time.monotonic() + wait)
+    line = read_first_line(process, time.monotonic() + wait)
     if not _SERVING_RE.search(line):
         process.kill()
         _, err = process.communicate()

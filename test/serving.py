@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import atexit
 import importlib
+import os
 import socket
 import subprocess
 import sys
@@ -113,6 +114,25 @@ def start_server(backend_spec: str = TESTS_BACKEND, *, timeout: float | None = N
         raise RuntimeError(f"the server did not start (said {line!r}, "
                            f"status {process.returncode})")
     return ServerProcess(process, int(line.split()[1]))
+
+
+def run_all(subcommand: str, cases: dict[str, Sequence[str]],
+            environments: dict[str, dict[str, str]] | None = None,
+            timeout: float = 120) -> dict[str, subprocess.CompletedProcess[str]]:
+    """``discos-backend SUBCOMMAND ARGUMENTS`` for each named case, as processes run all at once.
+
+    ``environments`` adds variables to a case's environment, by case name.
+    """
+    extra = environments or {}
+    started = {name: subprocess.Popen([*CLI, subcommand, *arguments], stdout=subprocess.PIPE,
+                                      stderr=subprocess.PIPE, text=True,
+                                      env={**os.environ, **extra.get(name, {})})
+               for name, arguments in cases.items()}
+    done = {}
+    for name, process in started.items():
+        out, err = process.communicate(timeout=timeout)
+        done[name] = subprocess.CompletedProcess(process.args, process.returncode, out, err)
+    return done
 
 
 _SHARED: dict[str, ServerProcess] = {}

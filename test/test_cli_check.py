@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-import os
 import subprocess
 from typing import Any
 from xml.etree import ElementTree
@@ -15,7 +14,8 @@ from discosbackend.cli.check import format_result, junit_xml, list_checks, summa
 from discosbackend.testing import (CHECK_NAMES, CHECKS, ERROR, FAILED, PASSED, SKIPPED,
                                    CheckFailed, Result, check_named, select_checks)
 
-from serving import CLI, closed_port, start_server
+from _helpers_simulator import start_serve
+from serving import CLI, closed_port, run_all, start_server
 
 #: ``discos-backend`` run the way the installed script runs it.
 STATE_CHANGING = [check.name for check in CHECKS if check.changes_state]
@@ -76,14 +76,9 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
                                                      "status_reply_has_a_timestamp_a_word_"
                                                      "and_a_flag"], {}),
         }
-        started = {name: subprocess.Popen([*CLI, "check", *arguments], stdout=subprocess.PIPE,
-                                          stderr=subprocess.PIPE, text=True,
-                                          env={**os.environ, **env})
-                   for name, (arguments, env) in cases.items()}
         done: dict[str, Any] = {"directory": directory}
-        for name, process in started.items():
-            out, err = process.communicate(timeout=120)
-            done[name] = subprocess.CompletedProcess(process.args, process.returncode, out, err)
+        done.update(run_all("check", {name: arguments for name, (arguments, _) in cases.items()},
+                            {name: env for name, (_, env) in cases.items()}))
     return done
 
 
@@ -311,3 +306,30 @@ def test_the_check_subcommand_is_listed_in_the_help(capsys: pytest.CaptureFixtur
     with pytest.raises(SystemExit):
         main(["--help"])
     assert "check" in capsys.readouterr().out
+
+
+def test_check_passes_against_an_older_protocol_and_says_what_it_skipped() -> None:
+    served = start_serve(["--port", "0", "--control-port", "none", "--protocol", "1.2"])
+    try:
+        done = subprocess.run([*CLI, "check", f"127.0.0.1:{served.port}"], capture_output=True,
+                              text=True, timeout=120, check=False)
+    finally:
+        served.terminate()
+    assert done.returncode == 0, done.stdout + done.stderr
+    skipped = [line for line in done.stdout.splitlines() if line.startswith("- ")]
+    assert skipped == [
+        "- set_enable_is_accepted (skipped, the server speaks protocol 1.2, which has no "
+        "set-enable (from 1.3))",
+        "- set_shift_is_accepted (skipped, the server speaks protocol 1.2, which has no "
+        "set-shift (from 1.4))",
+        "- end_schedule_is_accepted (skipped, the server speaks protocol 1.2, which has no "
+        "end-schedule (from 1.4))",
+        "- backend_park_is_accepted (skipped, the server speaks protocol 1.2, which has no "
+        "backend-park (from 1.4))",
+        "- discos_settings_are_accepted_while_acquiring (skipped, the server speaks protocol "
+        "1.2, which has no set-enable (from 1.3))",
+        "- the_real_sardara_session_is_accepted (skipped, the server speaks protocol 1.2, "
+        "which has no set-enable (from 1.3))",
+        "- the_real_skarab_session_is_accepted (skipped, the server speaks protocol 1.2, "
+        "which has no set-shift (from 1.4))"]
+    assert done.stdout.splitlines()[-1] == f"{len(CHECKS) - 7} passed, 0 failed, 7 skipped"

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-import subprocess
 from typing import Any
 
 import pytest
@@ -12,7 +11,7 @@ from discosbackend.cli import main
 from discosbackend.cli.send import parse_request_line, positive_seconds, write_line
 from discosbackend.grammar import GrammarException
 
-from serving import CLI, ServerProcess, closed_port
+from serving import ServerProcess, closed_port, run_all
 
 #: ``discos-backend`` run the way the installed script runs it.
 
@@ -28,13 +27,8 @@ def runs(server: ServerProcess) -> dict[str, Any]:
         "refused": [f"127.0.0.1:{port}", "status"],
         "broken": ["--timeout", "5", server.address, "get-rms", "hang-up", "status"],
     }
-    started = {name: subprocess.Popen([*CLI, "send", *arguments], stdout=subprocess.PIPE,
-                                      stderr=subprocess.PIPE, text=True)
-               for name, arguments in cases.items()}
     done: dict[str, Any] = {"port": port}
-    for name, process in started.items():
-        out, err = process.communicate(timeout=60)
-        done[name] = subprocess.CompletedProcess(process.args, process.returncode, out, err)
+    done.update(run_all("send", cases, timeout=60))
     return done
 
 

@@ -17,6 +17,7 @@ from discosbackend.client import (BlockingClient, CommandFailed, CommandInvalid,
 from discosbackend.client import blocking
 from discosbackend.grammar import reply, request
 
+from _helpers_simulator import start_serve
 from serving import SIMULATOR, ServerProcess, closed_port, start_server
 
 GREETING = b"!version,ok,1.4\r\n"
@@ -311,3 +312,15 @@ def test_constructor_arguments() -> None:
         BlockingClient.connect("ssl:host=example.org:port=8978")
     with pytest.raises(ValueError):
         BlockingClient.connect("example.org:http")
+
+
+def test_the_server_version_comes_from_the_greeting_of_an_older_server() -> None:
+    served = start_serve(["--port", "0", "--control-port", "none", "--protocol", "1.3"])
+    try:
+        with BlockingClient.connect(f"127.0.0.1:{served.port}", timeout=10) as client:
+            assert client.server_version == "1.3"
+            client.set_enable(0, 0)
+            with pytest.raises(CommandInvalid, match="unknown command 'set-shift'"):
+                client.set_shift(3)
+    finally:
+        served.terminate()

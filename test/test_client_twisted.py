@@ -428,6 +428,13 @@ def test_connect_fires_after_the_greeting() -> None:
     assert not clock.getDelayedCalls()
 
 
+def test_the_server_version_is_the_one_the_greeting_announces() -> None:
+    clock, endpoint = task.Clock(), FakeEndpoint()
+    connecting = connect(endpoint, reactor=clock)
+    endpoint.feed(b"!version,ok,1.2\r\n")
+    assert result_of(connecting).server_version == "1.2"
+
+
 def test_connect_without_a_greeting_times_out() -> None:
     clock, endpoint = task.Clock(), FakeEndpoint()
     connecting = connect(endpoint, connect_timeout=3.0, reactor=clock)

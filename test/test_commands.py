@@ -10,12 +10,13 @@ from astropy.time import Time
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from discosbackend import grammar
+from discosbackend import __protocol_version__, grammar
 from discosbackend.backend import Backend
 from discosbackend.commands import (
-    BOOLEAN, COMMANDS, FLOAT, INTEGER, NON_NEGATIVE_INTEGER, TEXT, TIMESTAMP,
-    UNCHANGED, VERSION, WORD, Argument, ArgumentError, Command, ReplyShapeError, ReplyValue,
-    command, commands_of, reason_text)
+    BOOLEAN, CLIENT, COMMANDS, EXTENSION, FLOAT, INTEGER, NON_NEGATIVE_INTEGER,
+    PROTOCOL_VERSIONS, TEXT, TIMESTAMP, UNCHANGED, VERSION, WORD, Argument, ArgumentError,
+    Command, ReplyShapeError, ReplyValue, check_protocol_version, command, commands_of,
+    reason_text)
 from discosbackend.errors import HandlerException
 from discosbackend.timediscos import acs_to_time, time_to_acs
 
@@ -840,3 +841,58 @@ def test_a_64_kib_number_that_is_not_one_is_refused(kind):
         kind.parse("1" * 65_000 + "x")
     with pytest.raises(ValueError):
         kind.parse("1." + "1" * 65_000 + "e")
+
+
+# -- protocol versions -------------------------------------------------------
+
+def test_the_library_speaks_the_last_published_version():
+    assert PROTOCOL_VERSIONS[-1] == __protocol_version__
+    assert check_protocol_version("1.2") == "1.2"
+    with pytest.raises(ValueError, match="unknown protocol version '1.5': the versions are "
+                                         "1.0, 1.1, 1.2, 1.3, 1.4"):
+        check_protocol_version("1.5")
+
+
+@pytest.mark.parametrize("version, newest", [
+    ("1.0", "cal-on"), ("1.1", "set-filename"), ("1.2", "convert-data"),
+    ("1.3", "set-enable"), ("1.4", "set-shift")])
+def test_a_version_has_the_commands_since_it_and_before(version, newest):
+    table = commands_of(Backend(), version)
+    assert newest in table
+    assert all(COMMANDS[name].since in (CLIENT, *PROTOCOL_VERSIONS[:PROTOCOL_VERSIONS.index(
+        version) + 1]) for name in table)
+    later = {name for name, entry in COMMANDS.items()
+             if entry.since in PROTOCOL_VERSIONS[PROTOCOL_VERSIONS.index(version) + 1:]}
+    assert later.isdisjoint(table) and set(table) | later == set(COMMANDS)
+
+
+def test_get_rms_follows_the_client_commands_flag_not_the_version():
+    assert COMMANDS["get-rms"].since == CLIENT
+    assert "get-rms" in commands_of(Backend(), "1.0")
+    assert "get-rms" not in commands_of(Backend(), "1.4", client_commands=False)
+    assert commands_of(Backend()) == COMMANDS  # no version: every command
+
+
+def test_served_in_a_version_the_library_does_not_know():
+    set_shift = COMMANDS["set-shift"]
+    assert set_shift.served_in(None) and set_shift.served_in("2.0")
+    assert set_shift.served_in("garbled") and not set_shift.served_in("1.3.9")
+    assert Command("x", "x", since=EXTENSION).served_in("1.0")
+    with pytest.raises(ValueError):
+        commands_of(Backend(), "9.9")
+
+
+def test_extensions_are_served_in_every_version():
+    class Extended(Backend):
+        @command("target-sweep")
+        def sweep(self):
+            """Sweep."""
+
+    assert "target-sweep" in commands_of(Extended(), "1.0")
+
+
+def test_reply_values_fit_a_count():
+    assert [value.name for value in COMMANDS["get-tpi"].reply_values(3)] == ["value"] * 3
+    assert COMMANDS["status"].reply_values(3) == COMMANDS["status"].reply
+    with pytest.raises(ArgumentError, match="reply has 2 values for status"):
+        COMMANDS["status"].reply_values(2)

@@ -19,6 +19,7 @@ from discosbackend.grammar import FAIL, INVALID, Message, parse_message, seriali
 from discosbackend.handlers import (AlwaysFailHandler, AlwaysOkHandler, AlwaysRaiseHandler,
                                     DBProtocolHandler, Handler, HandlerException)
 from discosbackend.responder import Responder
+from discosbackend.simulator import BackendSimulator, SimulatorHandler
 from discosbackend.timediscos import acs_to_time, time_to_acs
 
 NOW = 1_700_000_000
@@ -722,3 +723,32 @@ def test_a_late_result_of_the_wrong_shape_is_a_reply_shape_error(name, result):
             as caught:
         fired(answer)
     assert caught.value.result == result
+
+
+# -- speaking an older protocol ----------------------------------------------------
+
+@pytest.mark.parametrize("served", [DBProtocolHandler, SimulatorHandler])
+def test_a_handler_speaks_the_protocol_version_it_is_given(served):
+    backend = BackendSimulator() if served is SimulatorHandler else RecordingBackend()
+    responder = Responder(served(backend, protocol="1.2"))
+    assert responder.greeting() == b"!version,ok,1.2\r\n"
+    assert responder.respond(b"?version") == b"!version,ok,1.2\r\n"
+    assert responder.respond(b"?set-enable,0,0") == (
+        b"!set-enable,invalid,unknown command 'set-enable'\r\n")
+    assert responder.respond(b"?backend-park") == (
+        b"!backend-park,invalid,unknown command 'backend-park'\r\n")
+    assert responder.respond(b"?convert-data").startswith(b"!convert-data,")
+    assert not responder.respond(b"?convert-data").startswith(b"!convert-data,invalid")
+    assert responder.respond(b"?get-rms").startswith(b"!get-rms,ok,")
+
+
+def test_get_rms_can_be_left_out():
+    handler = DBProtocolHandler(RecordingBackend(), client_commands=False)
+    assert "get-rms" not in handler.routes and handler.protocol == __protocol_version__
+    assert Responder(handler).respond(b"?get-rms") == (
+        b"!get-rms,invalid,unknown command 'get-rms'\r\n")
+
+
+def test_an_unknown_protocol_version_is_refused():
+    with pytest.raises(ValueError, match="unknown protocol version '2.0'"):
+        DBProtocolHandler(RecordingBackend(), protocol="2.0")

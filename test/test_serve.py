@@ -409,6 +409,32 @@ def test_build_endpoints(arguments: list[str], public: str, control_endpoint: st
     assert (setup.control_handler is None) == (control_endpoint is None)
 
 
+def test_build_protocol_version_and_get_rms() -> None:
+    setup = serve_module.build(parse("--protocol", "1.2", "--no-get-rms"))
+    assert isinstance(setup.handler, SimulatorHandler)
+    assert setup.handler.protocol == "1.2"
+    assert "set-enable" not in setup.handler.commands and "get-rms" not in setup.handler.commands
+    assert setup.describe() == "BackendSimulator (2 sections, 20 configurations) speaking protocol 1.2 without get-rms"
+    plain = serve_module.build(parse("--backend", f"{__name__}:Plain", "--protocol", "1.3"))
+    assert plain.handler.protocol == "1.3" and "get-rms" in plain.handler.commands
+    assert plain.describe() == "Plain speaking protocol 1.3"
+
+
+def test_serve_speaks_the_protocol_it_is_told() -> None:
+    served = start_serve(["--port", "0", "--control-port", "none", "--protocol", "1.2"])
+    try:
+        assert served.what == "BackendSimulator (2 sections, 20 configurations) speaking protocol 1.2"
+        with LineClient(served.port) as client:
+            assert client.greeting == "!version,ok,1.2"
+            assert client.ask("?version") == "!version,ok,1.2"
+            assert client.ask("?set-enable,0,0") == "!set-enable,invalid,unknown command 'set-enable'"
+            assert client.ask("?convert-data") == "!convert-data,ok"
+            assert client.ask("?get-rms").startswith("!get-rms,ok,")
+    finally:
+        status, err = served.terminate()
+    assert status == 0, err
+
+
 def test_build_options() -> None:
     setup = serve_module.build(parse("--sections", "4", "--timeout", "2.5", "--max-line", "100",
                                      "-v"))
@@ -419,7 +445,7 @@ def test_build_options() -> None:
 @pytest.mark.parametrize("arguments", [
     ["--sections", "0"], ["--sections", "x"], ["--timeout", "-1"], ["--timeout", "inf"],
     ["--timeout", "nan"], ["--port", "70000"], ["--port", "x"], ["--control-port", "x"],
-    ["--max-line", "0"],
+    ["--max-line", "0"], ["--protocol", "2.0"], ["--protocol", "1.4.1"],
 ])
 def test_bad_arguments_refused_by_the_parser(arguments: list[str]) -> None:
     with pytest.raises(SystemExit):

@@ -33,8 +33,8 @@ from discosbackend.responder import RawReply
 from discosbackend.simulator import BackendSimulator
 from discosbackend.testing import (ABORTS, CHECK_NAMES, CHECKS, ERROR, FAILED, PASSED, SKIPPED,
                                    BackendTestCase, CannotConnect, Check, CheckFailed,
-                                   DiscosAborts, Settings, check_named, connect, run_check,
-                                   run_checks, select_checks, wait_for)
+                                   DiscosAborts, NotInServerVersion, Settings, check_named,
+                                   connect, run_check, run_checks, select_checks, wait_for)
 from discosbackend.testing.session import (EMPTY_LINE_REASON, StateChangeRefused, show,
                                            show_lines)
 from discosbackend.timediscos import TICKS_PER_SECOND
@@ -64,6 +64,12 @@ READ_ONLY = set(CHECK_NAMES) - STATE_CHANGING
 STATUS = "status_reply_has_a_timestamp_a_word_and_a_flag"
 
 
+#: A session recorded with ``discos-backend proxy --record`` in front of
+#: ``discos-backend serve`` (the simulator, defaults), driven by ``discos-backend send``
+#: (the real client's session, lockstep) and a raw socket (pipelined and split lines).
+RECORDED_SESSION = Path(__file__).parent / "sessions" / "simulator.jsonl"
+
+
 class TestSimulatorConforms(BackendTestCase):
     """The bundled simulator passes every check (collected by pytest like a user's case),
     with the count of every configuration of SRT's table."""
@@ -72,6 +78,22 @@ class TestSimulatorConforms(BackendTestCase):
 
     def make_backend(self) -> BackendSimulator:
         return BackendSimulator()
+
+    def test_the_recorded_simulator_session_replays(self) -> None:
+        report = self.replay(RECORDED_SESSION)
+        self.assertEqual([result.compared for result in report.connections], [19, 6])
+
+
+class OlderProtocolCase(BackendTestCase):
+    """The simulator speaking protocol 1.2: checks of later commands are skipped."""
+
+    __test__ = False
+
+    def make_backend(self) -> DBProtocolHandler:
+        return DBProtocolHandler(BackendSimulator(), protocol="1.2")
+
+    def test_replaying_a_1_4_session(self) -> None:
+        self.replay(RECORDED_SESSION)
 
 
 # --------------------------------------------------------------------------
@@ -306,6 +328,33 @@ class TheSuiteCanBeDeclaredAndSelected(SynchronousTestCase):
         self.assertEqual(list(settings.configurations or {}), ["XK"])
         self.assertEqual(hash(settings), hash(Settings()))  # the table is left out of the hash
 
+    def test_checks_of_commands_newer_than_the_servers_version_are_skipped(self) -> None:
+        result = run_case(OlderProtocolCase)
+        self.assertEqual(names_of(result.skips), {"set_enable_is_accepted",
+                                                  "set_shift_is_accepted",
+                                                  "end_schedule_is_accepted",
+                                                  "backend_park_is_accepted",
+                                                  "discos_settings_are_accepted_while_acquiring",
+                                                  "the_real_sardara_session_is_accepted",
+                                                  "the_real_skarab_session_is_accepted"})
+        self.assertIn(("the server speaks protocol 1.2, which has no set-enable (from 1.3)"),
+                      [str(reason) for _, reason in result.skips])
+        self.assertEqual(result.successes, len(CHECKS) - 7)
+        self.assertEqual(names_of(result.failures), {"replaying_a_1_4_session"})
+        message = str(result.failures[0][1].value)
+        self.assertIn("replaying ", message)
+        self.assertIn("    reply to ?set-enable,0,0\n        recorded: !set-enable,ok\n"
+                      "        received: !set-enable,invalid,unknown command 'set-enable'\n"
+                      "        differs:  code: recorded !set-enable,ok, received "
+                      "!set-enable,invalid", message)
+        self.assertTrue(message.endswith("19 of 25 replies match, 6 differ"), message)
+
+    def test_replay_needs_a_served_backend(self) -> None:
+        with self.assertRaises(RuntimeError) as raised:
+            TestSimulatorConforms("test_the_recorded_simulator_session_replays").replay(
+                RECORDED_SESSION)
+        self.assertIn("once setUp has served the backend", str(raised.exception))
+
     def test_the_base_class_alone_is_skipped_with_a_reason(self) -> None:
         for case in (BackendTestCase, NothingConfigured):
             result = run_case(case)
@@ -420,6 +469,24 @@ class TheRunnerAndTheSession(SynchronousTestCase):
         results = wait_for(run_checks(("127.0.0.1", port.getHost().port), checks=checks))
         self.assertEqual([result.outcome for result in results], [PASSED, FAILED])
         self.assertEqual(results[1].failure.sent, "(connecting)")
+
+    def test_a_session_refuses_commands_the_servers_version_lacks(self) -> None:
+        port = wait_for(server.listen(0, DBProtocolHandler(BackendSimulator(), protocol="1.3"),
+                                      interface="127.0.0.1"))
+        self.addCleanup(lambda: wait_for(server.stop(port)))
+        session = wait_for(connect("127.0.0.1", port.getHost().port))
+        self.addCleanup(lambda: wait_for(session.close()))
+        self.assertEqual(session.server_version, "1.3")
+        with self.assertRaises(NotInServerVersion) as raised:
+            session.send([b"?status", b"?end-schedule"])
+        self.assertEqual(str(raised.exception), "the server speaks protocol 1.3, which has no "
+                                                "end-schedule (from 1.4)")
+        session.within_server_version = False
+        self.assertEqual(wait_for(session.exchange(b"?end-schedule")),
+                         b"!end-schedule,invalid,unknown command 'end-schedule'\r\n")
+        session.write(b"?time")
+        session.write(b"\n")
+        self.assertTrue(wait_for(session.receive(b"?time")).startswith(b"!time,ok,"))
 
     def test_run_check_connects_runs_and_disconnects(self) -> None:
         wait_for(run_check(check_named("status_reply_has_a_timestamp_a_word_and_a_flag"),
@@ -537,8 +604,8 @@ class EachCheckCatchesItsFault(SynchronousTestCase):
                           {STATUS: "within 5 s of our clock"})
 
     def test_status_word_and_flag(self) -> None:
-        for reply, reason in (("not ok,0", "the status as one word"),
-                              ("ok,yes", "the acquiring flag 1 or 0")):
+        for reply, reason in (("not ok,0", "status: one word, not 'not ok'"),
+                              ("ok,yes", "acquiring: 1 or 0, not 'yes'")):
             wrong = Scripted(status=lambda reply=reply: f"!status,ok,{now_stamp()},{reply}\r\n"
                              .encode())
             self.assert_fails(self.failures(wrong, [STATUS]), {STATUS: reason})
@@ -549,14 +616,19 @@ class EachCheckCatchesItsFault(SynchronousTestCase):
         self.assert_fails(self.failures(wrong, ["get_tpi_replies_one_float_per_section",
                                                 "get_tp0_replies_one_float_per_section",
                                                 "get_rms_replies_one_float_per_section"]),
-                          {"get_tpi_replies_one_float_per_section": "finite numbers",
+                          {"get_tpi_replies_one_float_per_section": "value: a finite number, not 'nan'",
                            "get_tp0_replies_one_float_per_section": "the same number of values"})
+
+    def test_integration_that_is_negative(self) -> None:
+        wrong = Scripted(get_integration=b"!get-integration,ok,-5\r\n")
+        self.assert_fails(self.failures(wrong, ["get_integration_replies_milliseconds"]),
+                          {"get_integration_replies_milliseconds": "one integer >= 0"})
 
     def test_integration_that_is_not_an_integer(self) -> None:
         wrong = Scripted(get_integration=b"!get-integration,ok,forty\r\n")
         self.assert_fails(self.failures(wrong, ["get_integration_replies_milliseconds",
                                                 "set_integration_round_trips"]),
-                          {"get_integration_replies_milliseconds": "one integer >= 0",
+                          {"get_integration_replies_milliseconds": "integration: an integer, not 'forty'",
                            "set_integration_round_trips": "!get-integration,ok,40, as set"})
 
     def test_round_trips_leave_the_backend_as_they_found_it(self) -> None:
@@ -664,7 +736,7 @@ class EachCheckCatchesItsFault(SynchronousTestCase):
         no_time = Scripted(time=b"!time,ok\r\n")
         self.assert_fails(self.failures(no_time, ["time_reply_is_a_timestamp_near_now",
                                                   "time_tagged_start_and_stop_happen_on_time"]),
-                          {"time_reply_is_a_timestamp_near_now": "one value, not 0",
+                          {"time_reply_is_a_timestamp_near_now": "1 value (timestamp), not 0",
                            "time_tagged_start_and_stop_happen_on_time": "!time,ok,<timestamp>"})
 
 

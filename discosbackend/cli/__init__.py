@@ -11,18 +11,52 @@ import argparse
 import importlib
 import pkgutil
 import sys
-from typing import Sequence
+from typing import Any, Callable, Sequence, TypeVar
+
+from twisted.internet import defer, task
+from twisted.python.failure import Failure
 
 from discosbackend import __protocol_version__, __version__
 
-__all__ = ["main", "CommandLineError"]
+__all__ = ["main", "CommandLineError", "react"]
+
+T = TypeVar("T")
 
 #: Subcommands listed first in ``--help``, in this order; others follow.
-_ORDER = ("serve", "send", "console", "check")
+_ORDER = ("serve", "send", "console", "check", "proxy", "replay")
 
 
 class CommandLineError(Exception):
     """Bad arguments or environment: printed as one line, exit status 2."""
+
+
+def react(work: Callable[[Any], defer.Deferred[T]],
+          expected: tuple[type[Exception], ...] = ()) -> T:
+    """Run the reactor until ``work(reactor)`` fires; return its result.
+
+    An ``expected`` error becomes a :class:`CommandLineError` with its
+    message, any other one a :class:`CommandLineError` saying ``internal
+    error``; ``KeyboardInterrupt`` if the reactor stopped first (Ctrl-C, a
+    signal).
+    """
+    outcome: list[T | Failure] = []
+
+    def main(reactor: Any) -> defer.Deferred[None]:
+        return work(reactor).addBoth(outcome.append)
+    try:
+        task.react(main)
+    except SystemExit:
+        pass
+    if not outcome:
+        raise KeyboardInterrupt()
+    result = outcome[0]
+    if isinstance(result, Failure):
+        if result.check(*expected):
+            raise CommandLineError(result.getErrorMessage())
+        assert result.type is not None  # a Failure always holds an exception
+        raise CommandLineError(f"internal error: {result.type.__name__}: "
+                               f"{result.getErrorMessage()}")
+    return result
 
 
 def _subcommand_modules() -> list[str]:

@@ -16,18 +16,19 @@ from __future__ import annotations
 import argparse
 import re
 import sys
+from functools import partial
 from typing import Any, Callable, Sequence, TextIO
 from xml.etree import ElementTree
 
-from twisted.internet import defer, task
-from twisted.python.failure import Failure
+from twisted.internet import defer
 
-from discosbackend.cli import CommandLineError
+from discosbackend.cli import CommandLineError, react
+from discosbackend.cli.junit import Case, junit_document, write_junit
 from discosbackend.cli.send import positive_seconds
 from discosbackend.client.address import Address, parse_address
 from discosbackend.configurations import SRT, ConfigurationError, table_named
 from discosbackend.testing.checks import Check
-from discosbackend.testing.runner import (ABORTS, ABORTS_REASON, ERROR, FAILED, FAILING, PASSED,
+from discosbackend.testing.runner import (ABORTS, ABORTS_REASON, FAILED, FAILING, PASSED,
                                           SKIPPED, Result, run_checks, select_checks)
 from discosbackend.testing.session import CannotConnect, Settings
 
@@ -36,7 +37,6 @@ __all__ = ["add_parser", "run", "symbols", "format_result", "summary", "junit_xm
 
 #: The marker of a state-changing check in ``--list``.
 STATE_MARKER = "*"
-_XML_UNSAFE = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
 
 
 def symbols(stream: TextIO) -> tuple[str, str, str]:
@@ -80,36 +80,15 @@ def summary(results: Sequence[Result]) -> str:
     return text
 
 
-def _xml_text(text: str) -> str:
-    return _XML_UNSAFE.sub("?", text)
-
-
 def junit_xml(results: Sequence[Result], where: str = "") -> ElementTree.ElementTree:
     """The results as a JUnit XML document, one ``testcase`` per check."""
-    counts = {outcome: sum(1 for result in results if result.outcome == outcome)
-              for outcome in (*FAILING, SKIPPED)}
-    totals = {"tests": str(len(results)), "failures": str(counts[FAILED] + counts[ABORTS]),
-              "errors": str(counts[ERROR]), "skipped": str(counts[SKIPPED]),
-              "time": f"{sum(result.seconds for result in results):.3f}"}
-    root = ElementTree.Element("testsuites", totals)
-    suite = ElementTree.SubElement(root, "testsuite",
-                                   {"name": _xml_text(f"discos-backend check {where}".strip()),
-                                    **totals})
-    for result in results:
-        case = ElementTree.SubElement(suite, "testcase", {
-            "classname": "discos-backend.check", "name": result.check.name,
-            "time": f"{result.seconds:.3f}"})
-        if result.outcome in (FAILED, ABORTS) and result.failure is not None:
-            failure = ElementTree.SubElement(case, "failure", {
-                "type": type(result.failure).__name__,
-                "message": _xml_text(result.failure.expected)})
-            failure.text = _xml_text(str(result.failure))
-        elif result.outcome == ERROR:
-            error = ElementTree.SubElement(case, "error", {"message": _xml_text(result.reason)})
-            error.text = _xml_text(result.reason)
-        elif result.outcome == SKIPPED:
-            ElementTree.SubElement(case, "skipped", {"message": _xml_text(result.reason)})
-    return ElementTree.ElementTree(root)
+    cases = [Case(result.check.name, result.outcome,
+                  message=result.failure.expected if result.failure else result.reason,
+                  text=str(result.failure) if result.failure else "",
+                  kind=type(result.failure).__name__ if result.failure else "CheckFailed",
+                  seconds=result.seconds)
+             for result in results]
+    return junit_document(f"discos-backend check {where}".strip(), "discos-backend.check", cases)
 
 
 def list_checks(checks: Sequence[tuple[Check, str | None]]) -> str:
@@ -221,29 +200,15 @@ def run(arguments: argparse.Namespace) -> int:
     except ValueError as error:
         raise CommandLineError(str(error)) from None
     settings = _settings(arguments)
-    outcome: dict[str, Any] = {}
-    try:
-        task.react(_react, (address, settings, checks, outcome))
-    except SystemExit:
-        pass
-    if "error" in outcome:
-        raise CommandLineError(outcome["error"])
-    if "results" not in outcome:  # the reactor stopped early: Ctrl-C or a signal
-        raise KeyboardInterrupt()
-    results: list[Result] = outcome["results"]
+    results = react(partial(_run_checks, address, settings, checks), (CannotConnect,))
     if arguments.junit_xml:
-        try:
-            junit_xml(results, str(address)).write(arguments.junit_xml, encoding="utf-8",
-                                                   xml_declaration=True)
-        except OSError as error:
-            raise CommandLineError(f"cannot write {arguments.junit_xml}: "
-                                   f"{error.strerror or error}") from None
+        write_junit(junit_xml(results, str(address)), arguments.junit_xml)
     print(summary(results), flush=True)
     return 1 if any(result.outcome in FAILING for result in results) else 0
 
 
-def _react(reactor: Any, address: Address, settings: Settings,
-           checks: list[tuple[Check, str | None]], outcome: dict[str, Any]) -> defer.Deferred[None]:
+def _run_checks(address: Address, settings: Settings, checks: list[tuple[Check, str | None]],
+                reactor: Any) -> defer.Deferred[list[Result]]:
     marks = symbols(sys.stdout)
     header = [f"checking {address}: {len(checks)} checks"]
 
@@ -252,15 +217,5 @@ def _react(reactor: Any, address: Address, settings: Settings,
             print(header.pop(), flush=True)
         print(format_result(result, marks), flush=True)
 
-    def done(results: list[Result]) -> None:
-        outcome["results"] = results
-
-    def unreachable(failure: Failure) -> None:
-        assert failure.type is not None  # a Failure always holds an exception
-        outcome["error"] = (failure.getErrorMessage() if failure.check(CannotConnect) else
-                            f"internal error: {failure.type.__name__}: "
-                            f"{failure.getErrorMessage()}")
-
-    running = run_checks(address, settings=settings, checks=checks, progress=report,
-                         reactor=reactor)
-    return running.addCallbacks(done, unreachable)
+    return run_checks(address, settings=settings, checks=checks, progress=report,
+                      reactor=reactor)

@@ -16,26 +16,28 @@ import os
 import re
 import sys
 from dataclasses import dataclass
-from typing import Any, NoReturn, TextIO
+from functools import partial
+from typing import Any, Callable, NoReturn, Sequence, TextIO
 
 from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
+from twisted.internet.defer import Deferred
 from twisted.internet.error import CannotListenError
 from twisted.internet.interfaces import IListeningPort
 from twisted.logger import (FilteringLogObserver, LogLevel, LogLevelFilterPredicate,
                             PredicateResult, globalLogBeginner, textFileLogObserver)
 from twisted.python.failure import Failure
 
-from discosbackend import server
+from discosbackend import __protocol_version__, server
 from discosbackend.backend import Backend
 from discosbackend.cli import CommandLineError
-from discosbackend.commands import COMMANDS, VERSION
+from discosbackend.commands import COMMANDS, PROTOCOL_VERSIONS, VERSION
 from discosbackend.configurations import SRT, ConfigurationError, table_named
 from discosbackend.faults import CONTROL_COMMANDS, ControlHandler
 from discosbackend.handlers import DBProtocolHandler, Handler
 from discosbackend.protocol import DEFAULT_MAX_LINE
 from discosbackend.simulator import BackendSimulator, SimulatorHandler
 
-__all__ = ["add_parser", "run", "load_backend", "Setup", "build", "serve",
+__all__ = ["add_parser", "run", "load_backend", "Setup", "build", "serve", "run_listening",
            "describe_address", "DEFAULT_SECTIONS", "LOOPBACK"]
 
 #: Sections of the simulator when ``--sections`` is not given.
@@ -121,6 +123,15 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
                         help=f"longest request line accepted (default {DEFAULT_MAX_LINE})")
     parser.add_argument("--timeout", type=_positive(float), metavar="S",
                         help="answer fail when the backend takes longer than S seconds")
+    parser.add_argument("--protocol", choices=PROTOCOL_VERSIONS, default=__protocol_version__,
+                        metavar="VERSION",
+                        help="protocol version to speak, one of "
+                             f"{', '.join(PROTOCOL_VERSIONS)} (default {__protocol_version__}): "
+                             "the greeting and ?version say it, and commands of later "
+                             "versions are answered invalid as unknown")
+    parser.add_argument("--get-rms", action=argparse.BooleanOptionalAction, default=True,
+                        help="serve get-rms, which the real client sends though no "
+                             "published version lists it (default: served)")
     parser.add_argument("-v", "--verbose", action="store_true",
                         help="log debug messages and every request and reply")
     parser.set_defaults(run=run)
@@ -174,9 +185,19 @@ class Setup:
     verbose: bool = False
 
     def describe(self) -> str:
-        """What is served, e.g. ``BackendSimulator (2 sections)``."""
+        """What is served, e.g. ``BackendSimulator (2 sections)``.
+
+        A protocol other than the default, and get-rms turned off, are said too.
+        """
         describe = getattr(self.backend, "describe", None)
-        return describe() if callable(describe) else type(self.backend).__name__
+        text = describe() if callable(describe) else type(self.backend).__name__
+        protocol = getattr(self.handler, "protocol", __protocol_version__)
+        if protocol != __protocol_version__:
+            text += f" speaking protocol {protocol}"
+        commands = getattr(self.handler, "commands", COMMANDS)
+        if "get-rms" not in commands:
+            text += " without get-rms"
+        return text
 
 
 def _requested_port(args: argparse.Namespace) -> int | None:
@@ -227,8 +248,10 @@ def build(args: argparse.Namespace) -> Setup:
     except Exception as error:  # pylint: disable=broad-except
         raise CommandLineError(f"cannot create {cls.__name__}: "
                                f"{type(error).__name__}: {error}") from None
-    setup = Setup(backend, SimulatorHandler(backend) if simulated else DBProtocolHandler(backend),
-                  public, max_line=args.max_line, timeout=args.timeout, verbose=args.verbose)
+    kind = SimulatorHandler if simulated else DBProtocolHandler
+    handler = kind(backend, protocol=args.protocol, client_commands=args.get_rms)
+    setup = Setup(backend, handler, public, max_line=args.max_line, timeout=args.timeout,
+                  verbose=args.verbose)
     if simulated:
         setup.control = _control_description(args)
         if setup.control is not None:
@@ -283,30 +306,48 @@ def serve(setup: Setup, reactor: Any = None, out: TextIO | None = None) -> int:
     Prints the "serving" line to ``out`` (stdout) once listening.  Raises
     :class:`CommandLineError` if an endpoint is bad or cannot be bound.
     """
-    out = out if out is not None else sys.stdout
     wanted = [(setup.public, setup.handler, setup.timeout)]
     if setup.control is not None and setup.control_handler is not None:
         wanted.append((setup.control, setup.control_handler, None))
+    starts = [(description, partial(server.listen, description, handler,
+                                    max_line=setup.max_line, timeout=timeout,
+                                    log_requests=setup.verbose, reactor=reactor))
+              for description, handler, timeout in wanted]
+
+    def announce(ports: list[IListeningPort]) -> str:
+        line = (f"discos-backend: serving {setup.describe()} on "
+                f"{describe_address(ports[0].getHost())}")
+        if len(ports) > 1:
+            line += f"; control on {describe_address(ports[1].getHost())}"
+        return line
+
+    run_listening(starts, announce, verbose=setup.verbose, reactor=reactor, out=out)
+    return 0
+
+
+def run_listening(starts: Sequence[tuple[str, Callable[[], Deferred[IListeningPort]]]],
+                  announce: Callable[[list[IListeningPort]], str], *, verbose: bool = False,
+                  reactor: Any = None, out: TextIO | None = None) -> None:
+    """Start listening on each ``(description, start)`` and run until stopped.
+
+    Once every port listens, prints ``announce(ports)`` to ``out`` (stdout)
+    and logs to stderr from then on (debug too with ``verbose``).  Raises
+    :class:`CommandLineError` if an endpoint is bad or cannot be bound.
+    """
+    out = out if out is not None else sys.stdout
     listening = []
-    for description, handler, timeout in wanted:
+    for description, start in starts:
         try:
-            starting = server.listen(description, handler, max_line=setup.max_line,
-                                     timeout=timeout, log_requests=setup.verbose,
-                                     reactor=reactor)
+            starting = start()
         except ValueError as error:
             raise CommandLineError(f"bad endpoint {description!r}: {error}") from None
         listening.append(starting.addErrback(_cannot_listen, description))
 
     def ready(ports: list[IListeningPort]) -> None:
-        line = (f"discos-backend: serving {setup.describe()} on "
-                f"{describe_address(ports[0].getHost())}")
-        if len(ports) > 1:
-            line += f"; control on {describe_address(ports[1].getHost())}"
-        print(line, file=out, flush=True)
-        _begin_logging(setup.verbose)
+        print(announce(ports), file=out, flush=True)
+        _begin_logging(verbose)
 
     server.run_until_stopped(listening, ready=ready, reactor=reactor)
-    return 0
 
 
 def _cannot_listen(failure: Failure, description: str) -> NoReturn:

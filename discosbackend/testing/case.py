@@ -12,18 +12,20 @@
             return MyBackend()
 
 Each check of :mod:`discosbackend.testing.checks` becomes a test method
-``test_<check name>``.  With :meth:`BackendTestCase.make_backend` each
-test serves a fresh backend on an ephemeral loopback port and stops it
-afterwards; with :attr:`BackendTestCase.address` the tests talk to a server
-that is already running (in any language).  The tests run under pytest
-(with or without pytest-twisted), ``python -m twisted.trial`` and
-``python -m unittest``.
+``test_<check name>``; a test method of your own may also
+:meth:`~BackendTestCase.replay` a recorded session against the backend.
+With :meth:`BackendTestCase.make_backend` each test serves a fresh backend
+on an ephemeral loopback port and stops it afterwards; with
+:attr:`BackendTestCase.address` the tests talk to a server that is already
+running (in any language).  The tests run under pytest (with or without
+pytest-twisted), ``python -m twisted.trial`` and ``python -m unittest``.
 """
 
 from __future__ import annotations
 
 import sys
 import unittest
+from pathlib import Path
 from typing import Any, Collection, TypeVar
 
 from twisted.internet import defer
@@ -38,7 +40,8 @@ from discosbackend.handlers import DBProtocolHandler, Handler
 from discosbackend.reactor import global_reactor
 from discosbackend.testing.checks import CHECKS, Check, check_named
 from discosbackend.testing.runner import READ_ONLY_REASON, run_check
-from discosbackend.testing.session import Settings
+from discosbackend.testing.replay import Report, replay_file
+from discosbackend.testing.session import NotInServerVersion, Settings
 
 __all__ = ["BackendTestCase", "wait_for"]
 
@@ -198,7 +201,26 @@ class BackendTestCase(SynchronousTestCase):
         if self.read_only and check.changes_state:
             raise unittest.SkipTest(READ_ONLY_REASON)
         assert self.where is not None
-        wait_for(run_check(check, self.where, self.check_settings()))
+        try:
+            wait_for(run_check(check, self.where, self.check_settings()))
+        except NotInServerVersion as error:
+            raise unittest.SkipTest(str(error)) from None
+
+    def replay(self, path: str | Path, *, exact: bool = False, timing: bool = False) -> Report:
+        """Replay the transcript at ``path`` against the backend and compare every reply.
+
+        Fails the test with each difference (see
+        :mod:`discosbackend.testing.replay`) unless every reply matches its
+        recording; returns the :class:`~discosbackend.testing.replay.Report`.
+        Call it from a test method of your own.
+        """
+        if self.where is None:  # setUp has not run: no backend served
+            raise RuntimeError("replay() runs inside a test, once setUp has served the backend")
+        report = wait_for(replay_file(path, self.where, exact=exact, timing=timing,
+                                      settings=self.check_settings()))
+        if not report.matches:
+            raise self.failureException(f"replaying {path}:\n{report.text()}")
+        return report
 
 
 def _test_for(check: Check) -> Any:

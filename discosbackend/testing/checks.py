@@ -31,18 +31,17 @@ component ends on it.
 from __future__ import annotations
 
 import functools
-import re
 from dataclasses import dataclass
 from typing import Any, Callable, Coroutine
 
 from twisted.internet import defer, task
 
-from discosbackend.commands import COMMANDS, INTEGER, WORD, ArgumentError
+from discosbackend.commands import COMMANDS, INTEGER
+from discosbackend.conformance import (framing_problem, is_version_reply, ok_values_problem,
+                                       parse_raw, show, show_lines)
 from discosbackend.configurations import Configuration, srt
-from discosbackend.grammar import (ENCODING, ENCODING_ERRORS, FAIL, INVALID, OK,
-                                   GrammarException, Message, parse_message)
-from discosbackend.testing.session import (Answer, CheckFailed, DiscosAborts, Session, show,
-                                           show_lines)
+from discosbackend.grammar import FAIL, INVALID, OK
+from discosbackend.testing.session import Answer, CheckFailed, DiscosAborts, Session
 from discosbackend.timediscos import TICKS_PER_SECOND
 
 __all__ = ["Check", "CHECKS", "CHECK_NAMES", "check_named", "TIMED_EARLINESS",
@@ -58,8 +57,6 @@ REAL_CLIENT_FILENAME = "/archive/data/20250110/20250110-101012-P-Src_001_001.fit
 #: ``set-section`` as the real client sends it: integer mode, iostream floats.
 _SECTION = ("0", "100", "1500", "0", "0", "3000", "1024")
 _UNCONFIGURED = "unconfigured"
-_TIMESTAMP_RE = re.compile(r"[0-9]+\.[0-9]{7}")
-_CR_LF = b"\r\n"
 
 #: The commands whose ``fail`` the real DISCOS client does not handle.
 ABORTING_COMMANDS = frozenset({"set-integration", "cal-on", "set-enable", "set-shift"})
@@ -188,13 +185,6 @@ def _ticks(seconds: float) -> str:
     return str(round(seconds * TICKS_PER_SECOND))
 
 
-def _parse(raw: bytes) -> Message | None:
-    try:
-        return parse_message(raw.decode(ENCODING, ENCODING_ERRORS))
-    except GrammarException:
-        return None
-
-
 async def _ok(session: Session, name: str, *arguments: str, why: str = "") -> Answer:
     """``?name,arguments`` answered ``ok``; a ``fail`` the real client cannot take aborts."""
     answer = await session.request(name, *arguments)
@@ -236,10 +226,17 @@ async def _quietly(session: Session, name: str, *arguments: str) -> None:
         pass
 
 
-def _timestamp(session: Session, answer: Answer, text: str, shape: str) -> float:
-    if not _TIMESTAMP_RE.fullmatch(text):
-        raise answer.mismatch(f"{shape}: a timestamp in unix seconds with exactly 7 decimals,"
-                              f" not {text!r}")
+async def _ok_shaped(session: Session, name: str, *arguments: str, why: str = "") -> Answer:
+    """``?name,arguments`` answered ``ok`` with the values the command table declares."""
+    answer = await _ok(session, name, *arguments, why=why)
+    problem = ok_values_problem(COMMANDS[name], answer.arguments)
+    if problem is not None:
+        raise answer.mismatch(f"{_shape(name)}: {problem}")
+    return answer
+
+
+def _near_now(session: Session, answer: Answer, text: str, shape: str) -> float:
+    """The reply timestamp ``text`` (already valid), which must be near our clock."""
     value = float(text)
     now = _now(session)
     tolerance = session.settings.time_tolerance
@@ -251,19 +248,9 @@ def _timestamp(session: Session, answer: Answer, text: str, shape: str) -> float
 
 async def _status(session: Session) -> tuple[Answer, float, bool]:
     """``?status``, checked: the answer, its timestamp and the acquiring flag."""
-    answer = await _ok(session, "status")
-    shape = _shape("status")
-    values = answer.arguments
-    if len(values) != 3:
-        raise answer.mismatch(f"{shape}: 3 values, not {len(values)}")
-    stamp = _timestamp(session, answer, values[0], shape)
-    try:
-        WORD.parse(values[1])
-    except ValueError:
-        raise answer.mismatch(f"{shape}: the status as one word, not {values[1]!r}") from None
-    if values[2] not in ("0", "1"):
-        raise answer.mismatch(f"{shape}: the acquiring flag 1 or 0, not {values[2]!r}")
-    return answer, stamp, values[2] == "1"
+    answer = await _ok_shaped(session, "status")
+    stamp, _, acquiring = answer.arguments
+    return answer, _near_now(session, answer, stamp, _shape("status")), acquiring == "1"
 
 
 async def _expect_acquiring(session: Session, want: bool, before: list[Answer]) -> None:
@@ -276,12 +263,9 @@ async def _expect_acquiring(session: Session, want: bool, before: list[Answer]) 
 async def _per_section(session: Session, name: str, *arguments: str,
                        wanted: int | None = None, why: str = "") -> tuple[Answer, int]:
     """``?name,arguments`` answering one float per section: the answer and the count."""
-    answer = await _ok(session, name, *arguments, why=why)
+    answer = await _ok_shaped(session, name, *arguments, why=why)
     shape = _shape(name)
-    try:
-        values = COMMANDS[name].parse_reply(answer.arguments)
-    except ArgumentError as error:
-        raise answer.mismatch(f"{shape}: finite numbers ({error})") from None
+    values = answer.arguments
     if not values:
         raise answer.mismatch(f"{shape}: at least one value, one per section")
     if wanted is not None and len(values) != wanted:
@@ -344,25 +328,17 @@ async def _replay(session: Session, steps: tuple[tuple[str, ...], ...], who: str
 
 async def _invalid_line(session: Session, line: bytes) -> None:
     raw = await session.exchange(line)
-    message = _parse(raw)
+    message = parse_raw(raw)
     if message is None or not message.is_reply() or message.code != INVALID:
         raise CheckFailed(show(line), show(raw), "!<name>,invalid,<reason>")
-
-
-def _is_version_reply(message: Message | None) -> bool:
-    """Whether ``message`` is ``!version,ok,<version>``."""
-    return (message is not None and message.is_reply() and message.name == "version"
-            and message.code == OK and len(message.arguments) == 1 and bool(message.arguments[0]))
 
 
 async def _clock_offset(session: Session) -> float:
     """How far ahead of ours the backend's clock is, in seconds (from ``?time``)."""
     before = _now(session)
-    answer = await _ok(session, "time")
+    answer = await _ok_shaped(session, "time")
     after = _now(session)
-    if len(answer.arguments) != 1:
-        raise answer.mismatch(_shape("time"))
-    stamp = _timestamp(session, answer, answer.arguments[0], _shape("time"))
+    stamp = _near_now(session, answer, answer.arguments[0], _shape("time"))
     return stamp - (before + after) / 2
 
 
@@ -398,8 +374,7 @@ async def greeting_is_the_version_reply_ending_in_cr_lf(session: Session) -> Non
     if greeting is None:
         raise CheckFailed("(nothing: connected and waited)",
                           f"nothing within {session.settings.greeting_timeout:g} s", expected)
-    if not (greeting.endswith(_CR_LF) and b"\r" not in greeting[:-2]
-            and _is_version_reply(_parse(greeting))):
+    if framing_problem(greeting) is not None or not is_version_reply(parse_raw(greeting)):
         raise CheckFailed("(nothing: connected)", show(greeting), expected)
 
 
@@ -421,7 +396,7 @@ async def every_reply_ends_with_cr_lf(session: Session) -> None:
     for line in (b"?status", b"?version", b"?get-tpi", b"?no-such-command", b"?status,1",
                  b"?bad\\q", b"!status,ok", b""):
         raw = await session.exchange(line)
-        if not raw.endswith(_CR_LF) or b"\r" in raw[:-2]:
+        if framing_problem(raw) is not None:
             raise CheckFailed(show(line), show(raw), "one reply line ending in CR LF")
 
 
@@ -432,7 +407,7 @@ async def each_line_gets_exactly_one_reply_in_order(session: Session) -> None:
     names = ["status", None, "no-such-command", None, "version"]
     replies = await session.exchange_all(lines)
     for raw, name in zip(replies, names):
-        message = _parse(raw)
+        message = parse_raw(raw)
         if message is None or not message.is_reply() or name not in (None, message.name):
             raise CheckFailed(show_lines(lines), show_lines(replies),
                               "one reply per line in order: !status,... | !<name>,invalid,... "
@@ -455,29 +430,21 @@ async def status_reply_has_a_timestamp_a_word_and_a_flag(session: Session) -> No
 @_check("?time answers one timestamp near now, in unix seconds with 7 decimals.")
 async def time_reply_is_a_timestamp_near_now(session: Session) -> None:
     """Time shape."""
-    answer = await _ok(session, "time")
-    if len(answer.arguments) != 1:
-        raise answer.mismatch(f"{_shape('time')}: one value, not {len(answer.arguments)}")
-    _timestamp(session, answer, answer.arguments[0], _shape("time"))
+    answer = await _ok_shaped(session, "time")
+    _near_now(session, answer, answer.arguments[0], _shape("time"))
 
 
 @_check("?get-configuration answers one configuration id.")
 async def get_configuration_replies_one_id(session: Session) -> None:
     """Configuration shape."""
-    answer = await _ok(session, "get-configuration")
-    if len(answer.arguments) != 1 or not answer.arguments[0]:
-        raise answer.mismatch(f"{_shape('get-configuration')}: one non-empty value")
+    await _ok_shaped(session, "get-configuration")
 
 
 @_check("?get-integration answers one integer, the integration time in ms, 0 or more.")
 async def get_integration_replies_milliseconds(session: Session) -> None:
     """Integration shape."""
-    answer = await _ok(session, "get-integration")
-    try:
-        valid = len(answer.arguments) == 1 and INTEGER.parse(answer.arguments[0]) >= 0
-    except ValueError:
-        valid = False
-    if not valid:
+    answer = await _ok_shaped(session, "get-integration")
+    if int(answer.arguments[0]) < 0:
         raise answer.mismatch(f"{_shape('get-integration')}: one integer >= 0")
 
 

@@ -17,7 +17,7 @@ from discosbackend.client.address import Address
 from discosbackend.reactor import or_global
 from discosbackend.testing.checks import CHECK_NAMES, CHECKS, Check, check_named
 from discosbackend.testing.session import (DISCOS_ABORTS, CannotConnect, CheckFailed,
-                                           DiscosAborts, Settings, connect)
+                                           DiscosAborts, NotInServerVersion, Settings, connect)
 
 __all__ = ["Result", "PASSED", "FAILED", "ABORTS", "ERROR", "SKIPPED", "READ_ONLY_REASON",
            "BY_NAME_REASON", "ABORTS_REASON", "FAILING", "select_checks", "run_check",
@@ -95,7 +95,9 @@ def run_check(check: Check, where: Where, settings: Settings | None = None,
               reactor: Any = None) -> defer.Deferred[None]:
     """Connect, run ``check``, disconnect; fails with ``CheckFailed`` when the server is at fault.
 
-    Fails with ``CannotConnect`` if the server cannot be reached.
+    Fails with ``CannotConnect`` if the server cannot be reached, and with
+    ``NotInServerVersion`` if the check needs a command the protocol version
+    the server announced does not have (the check is then skipped).
     """
     return defer.Deferred.fromCoroutine(_run_check(check, where, settings, reactor))
 
@@ -117,8 +119,10 @@ def run_checks(where: Where, *, settings: Settings | None = None,
     """Run ``checks`` (from :func:`select_checks`; default all) one after the other.
 
     Fires with the list of :class:`Result`; ``progress`` is called with each
-    as it comes.  Fails with ``CannotConnect`` if the server cannot be
-    reached for the first check that runs; later, that is a failed check.
+    as it comes.  A check that needs a command the server's protocol version
+    does not have is skipped, and its reason says so.  Fails with
+    ``CannotConnect`` if the server cannot be reached for the first check
+    that runs; later, that is a failed check.
     """
     reactor = or_global(reactor)
     return defer.Deferred.fromCoroutine(_run_checks(
@@ -138,6 +142,8 @@ async def _run_checks(where: Where, settings: Settings | None,
             try:
                 await run_check(check, where, settings, reactor)
                 result = Result(check, PASSED)
+            except NotInServerVersion as error:
+                result = Result(check, SKIPPED, reason=str(error))
             except CannotConnect as error:
                 if not reached:
                     raise

@@ -31,22 +31,19 @@ from discosbackend.client.address import Address, parse_address
 from discosbackend.client.protocol import client_endpoint
 from discosbackend.commands import COMMANDS
 from discosbackend.configurations import Table
+from discosbackend.conformance import LineBuffer, parse_raw, show, show_lines, version_of
 from discosbackend.grammar import (ENCODING, ENCODING_ERRORS, GrammarException, Message,
                                    parse_message, request, serialize_line)
 from discosbackend.reactor import or_global
 
 __all__ = ["Settings", "Session", "Answer", "CheckFailed", "DiscosAborts", "CannotConnect",
-           "StateChangeRefused", "connect", "show", "show_lines", "DEFAULT_TIMEOUT",
-           "DEFAULT_GREETING_TIMEOUT", "EMPTY_LINE_REASON", "DISCOS_ABORTS"]
+           "StateChangeRefused", "NotInServerVersion", "connect", "show", "show_lines",
+           "DEFAULT_TIMEOUT", "DEFAULT_GREETING_TIMEOUT", "EMPTY_LINE_REASON", "DISCOS_ABORTS"]
 
 #: Seconds to wait for each reply, by default.
 DEFAULT_TIMEOUT = 5.0
 #: Seconds to wait for the greeting after connecting, by default.
 DEFAULT_GREETING_TIMEOUT = 1.0
-#: A "line" longer than this (no LF in sight) is handed over as it is.
-_MAX_LINE = 1024 * 1024
-_SHOWN = 200
-_VISIBLE = {"\r": "\\r", "\n": "\\n", "\t": "\\t"}
 #: What marks a failure the real DISCOS client does not survive.
 DISCOS_ABORTS = "DISCOS aborts on this"
 #: Why a reply must never be an empty line.
@@ -115,33 +112,11 @@ class StateChangeRefused(RuntimeError):
     """A check declared read-only tried to send a state-changing command (a bug in the check)."""
 
 
-def show(data: bytes | str) -> str:
-    """A reply or request line as the report shows it.
+class NotInServerVersion(Exception):
+    """A check needs a command the protocol version the server announced does not have.
 
-    A final CR LF is left off (it is what a line should end with); any other
-    CR, LF or TAB is written as ``\\r``, ``\\n``, ``\\t`` and other control
-    characters as ``\\xNN``, so a bare LF terminator shows as ``\\n``.
+    Not the server's fault: the check is skipped, and the message says why.
     """
-    text = data.decode(ENCODING, ENCODING_ERRORS) if isinstance(data, bytes) else data
-    if text.endswith("\r\n"):
-        text = text[:-2]
-    if not text:
-        return "(empty line)"
-    pieces = []
-    for char in text[:_SHOWN]:
-        if char in _VISIBLE:
-            pieces.append(_VISIBLE[char])
-        elif char.isprintable():
-            pieces.append(char)
-        else:  # a control character, or a byte that is not UTF-8 (surrogateescape)
-            code = ord(char)
-            pieces.append(f"\\x{code - 0xdc00 if 0xdc80 <= code <= 0xdcff else code:02x}")
-    return "".join(pieces) + ("..." if len(text) > _SHOWN else "")
-
-
-def show_lines(lines: Sequence[bytes | str]) -> str:
-    """Several lines as one report field, separated by `` | ``."""
-    return " | ".join(show(line) for line in lines)
 
 
 def _terminated(line: bytes | str) -> bytes:
@@ -176,29 +151,20 @@ class _LineProtocol(Protocol):
     """Splits what the server sends into lines, each kept with its terminator."""
 
     def __init__(self) -> None:
-        self._buffer = b""
+        self._buffer = LineBuffer()
         self._lines: deque[bytes] = deque()
         self._waiters: deque[defer.Deferred[bytes]] = deque()
         self._closed_waiters: list[defer.Deferred[None]] = []
         self.lost: str | None = None
 
     def dataReceived(self, data: bytes) -> None:
-        buffer = self._buffer + data
-        while True:
-            end = buffer.find(b"\n")
-            if end < 0:
-                break
-            self._deliver(buffer[:end + 1])
-            buffer = buffer[end + 1:]
-        if len(buffer) > _MAX_LINE:
-            self._deliver(buffer)
-            buffer = b""
-        self._buffer = buffer
+        for line in self._buffer.feed(data):
+            self._deliver(line)
 
     def connectionLost(self, reason: Failure | None = None) -> None:
-        if self._buffer:  # an unterminated last line: show it for what it is
-            self._deliver(self._buffer)
-            self._buffer = b""
+        rest = self._buffer.rest()
+        if rest:  # an unterminated last line: show it for what it is
+            self._deliver(rest)
         self.lost = reason.getErrorMessage() if reason is not None else "closed"
         waiters, self._waiters = self._waiters, deque()
         for waiter in waiters:
@@ -241,6 +207,9 @@ class Session:
     included), or ``None`` if none came within the greeting timeout.
     While ``allow_state_changes`` is false, sending a request for a command
     that changes the backend's state raises :class:`StateChangeRefused`.
+    While ``within_server_version`` is true, sending a request for a standard
+    command the :attr:`server_version` does not have raises
+    :class:`NotInServerVersion`.
     """
 
     def __init__(self, protocol: _LineProtocol, settings: Settings, reactor: Any,
@@ -251,8 +220,22 @@ class Session:
         self.where = where
         self.greeting: bytes | None = None
         self.allow_state_changes = True
+        self.within_server_version = True
 
-    def _read(self, sent: bytes, timeout: float) -> defer.Deferred[bytes]:
+    @property
+    def server_version(self) -> str | None:
+        """The protocol version the greeting announced (``None``: no proper greeting)."""
+        return version_of(self.greeting)
+
+    def receive(self, sent: bytes, timeout: float | None = None) -> defer.Deferred[bytes]:
+        """The next line from the server, terminator included, within ``timeout`` seconds.
+
+        ``sent`` is the line it answers, for the report: no line within the
+        timeout (default :attr:`Settings.timeout`), or a closed connection,
+        fails with :class:`CheckFailed`.
+        """
+        if timeout is None:
+            timeout = self.settings.timeout
         line = self._protocol.next_line()
 
         def converted(failure: Failure) -> Failure:
@@ -265,16 +248,40 @@ class Session:
         return line.addErrback(converted)
 
     def _guard(self, data: bytes) -> None:
-        if self.allow_state_changes:
-            return
-        try:
-            message = parse_message(data.decode(ENCODING, ENCODING_ERRORS))
-        except GrammarException:
+        message = parse_raw(data)
+        if message is None or not message.is_request():
             return
         command = COMMANDS.get(message.name)
-        if message.is_request() and command is not None and command.changes_state:
+        if command is None:
+            return
+        if not self.allow_state_changes and command.changes_state:
             raise StateChangeRefused(
                 f"{message.name} changes the backend's state but the check is read-only")
+        version = self.server_version
+        if self.within_server_version and not command.served_in(version):
+            raise NotInServerVersion(f"the server speaks protocol {version}, which has no "
+                                     f"{command.name} (from {command.since})")
+
+    def send(self, lines: Sequence[bytes | str]) -> list[bytes]:
+        """Write raw lines in one write (CR LF added to those not ending in LF); returns them.
+
+        Nothing is written once the connection is lost (:meth:`receive` then
+        says so).
+        """
+        data = [_terminated(line) for line in lines]
+        for line in data:
+            self._guard(line)
+        self.write(b"".join(data))
+        return data
+
+    def write(self, data: bytes) -> None:
+        """Write ``data`` exactly as given: no line end added, no request refused.
+
+        Nothing is written once the connection is lost.
+        """
+        if self._protocol.lost is None:
+            assert self._protocol.transport is not None  # connected, not yet lost
+            self._protocol.transport.write(data)
 
     def exchange(self, line: bytes | str) -> defer.Deferred[bytes]:
         """Send one raw line (CR LF added unless it ends in LF); fires with the raw reply line.
@@ -289,15 +296,9 @@ class Session:
         return defer.Deferred.fromCoroutine(self._exchange_all(lines))
 
     async def _exchange_all(self, lines: Sequence[bytes | str]) -> list[bytes]:
-        data = [_terminated(line) for line in lines]
-        for line in data:
-            self._guard(line)
-        if self._protocol.lost is None:
-            assert self._protocol.transport is not None  # connected, not yet lost
-            self._protocol.transport.write(b"".join(data))
         replies: list[bytes] = []
-        for line in data:
-            replies.append(await self._read(line, self.settings.timeout))
+        for line in self.send(lines):
+            replies.append(await self.receive(line))
         return replies
 
     def request(self, name: str, *arguments: str) -> defer.Deferred[Answer]:

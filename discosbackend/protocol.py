@@ -11,9 +11,12 @@ buffering them.
 from __future__ import annotations
 
 from collections import deque
+from functools import partial
+from typing import Callable
 
 from twisted.internet import defer
-from twisted.internet.interfaces import IHalfCloseableProtocol, IReactorTime, ITransport
+from twisted.internet.interfaces import (IDelayedCall, IHalfCloseableProtocol, IReactorTime,
+                                         ITransport)
 from twisted.internet.protocol import Factory
 from twisted.logger import Logger
 from twisted.protocols.basic import LineOnlyReceiver
@@ -22,12 +25,17 @@ from zope.interface import implementer
 
 from discosbackend.grammar import UNDEFINED_NAME, fail, serialize_line
 from discosbackend.handlers import Handler
+from discosbackend.reactor import or_global
+from discosbackend.wording import counted
 from discosbackend.responder import RawReply, ReplyBytes, Responder
 
-__all__ = ["DBProtocol", "DBProtocolFactory", "DEFAULT_MAX_LINE"]
+__all__ = ["DBProtocol", "DBProtocolFactory", "DEFAULT_MAX_LINE", "DEFAULT_LINGER"]
 
 #: The default longest line accepted, in bytes (without the line end).
 DEFAULT_MAX_LINE = 64 * 1024
+#: Seconds a connection whose client closed its side waits for the replies
+#: still due, by default: the longest the real client ever waits for one.
+DEFAULT_LINGER = 900.0
 
 _log = Logger()
 _LOST_REPLY = serialize_line(fail(UNDEFINED_NAME, "internal error: reply lost"))
@@ -54,12 +62,17 @@ class DBProtocol(LineOnlyReceiver):
 
     A client that half-closes (shuts down its sending side, as ``nc -q``
     and scripts do) still gets every reply: the connection closes once the
-    last one is written.
+    last one is written.  A client that closes altogether looks the same
+    from here, so the connection waits for the replies still due at most
+    the factory's ``linger`` seconds, then closes anyway: no socket is left
+    waiting for a reply that never comes.
     """
 
     delimiter = b"\n"
     factory: DBProtocolFactory
     transport: ITransport  # from connectionMade on, when every other call comes
+    # The responder's respond (or respond_logged, for this peer), from connectionMade on.
+    _respond: Callable[[bytes], ReplyBytes]
 
     def __init__(self) -> None:
         # Replies waiting for one before them to be ready (a Deferred).
@@ -71,6 +84,9 @@ class DBProtocol(LineOnlyReceiver):
         self._input_closed = False
         self._closing = False
         self._closed_waiters: list[defer.Deferred[None]] = []
+        self._lingering: IDelayedCall | None = None
+        #: The client, as the log names it.
+        self.peer = "-"
 
     def connectionMade(self) -> None:
         self.MAX_LENGTH = self.factory.max_line  # pylint: disable=invalid-name
@@ -78,24 +94,44 @@ class DBProtocol(LineOnlyReceiver):
         set_no_delay = getattr(self.transport, "setTcpNoDelay", None)
         if set_no_delay is not None:
             set_no_delay(True)
-        _log.info("connection from {peer}", peer=_describe(self.transport.getPeer()))
-        self._send(self.factory.responder.greeting())
+        self.peer = _describe(self.transport.getPeer())
+        responder = self.factory.responder
+        # Chosen once, so that a server that does not log pays nothing for it.
+        self._respond = (partial(responder.respond_logged, self.peer)
+                         if responder.log_requests else responder.respond)
+        _log.info("connection from {peer}", peer=self.peer)
+        self._send(responder.greeting())
 
     def connectionLost(self, reason: Failure | None = None) -> None:
         self.connected = False
         self._queue.clear()
         self._buffer = b""
+        if self._lingering is not None and self._lingering.active():
+            self._lingering.cancel()
         self.factory.connections.discard(self)
-        _log.info("connection from {peer} closed", peer=_describe(self.transport.getPeer()))
+        _log.info("connection from {peer} closed", peer=self.peer)
         waiters, self._closed_waiters = self._closed_waiters, []
         for waiter in waiters:
             waiter.callback(None)
 
     def readConnectionLost(self) -> None:
-        """The client sent all it will: close once every reply is written."""
+        """The client sent all it will: close once every reply is written.
+
+        Replies still due get ``linger`` seconds at most (the client may be
+        gone altogether: TCP cannot tell), then the connection closes.
+        """
         self._input_closed = True
         if not self._queue:
             self._lose_connection()
+        elif self.factory.linger is not None:
+            self._lingering = self.factory.clock.callLater(self.factory.linger, self._give_up)
+
+    def _give_up(self) -> None:
+        _log.info("closing the connection from {peer}: it closed its side and {replies} "
+                  "still due after {linger:g} s", peer=self.peer,
+                  replies=counted(len(self._queue), "reply", "replies"),
+                  linger=self.factory.linger)
+        self._lose_connection()
 
     def writeConnectionLost(self) -> None:
         """Nothing to do: we never half-close ourselves."""
@@ -143,10 +179,10 @@ class DBProtocol(LineOnlyReceiver):
             self._batch = None
 
     def lineReceived(self, line: bytes) -> None:
-        self._send(self.factory.responder.respond(line))
+        self._send(self._respond(line))
 
     def lineLengthExceeded(self, line: bytes) -> None:
-        self._send(self.factory.responder.too_long(line, self.MAX_LENGTH))
+        self._send(self.factory.responder.too_long(line, self.MAX_LENGTH, self.peer))
 
     def _send(self, reply: ReplyBytes) -> None:
         """Write ``reply`` in its turn: now, or once the replies before it are written."""
@@ -166,7 +202,7 @@ class DBProtocol(LineOnlyReceiver):
         queue = self._queue
         while queue and queue[0].data is not None:
             self._write(queue.popleft().data)  # type: ignore[arg-type]  # checked above
-        if self._input_closed and not queue and self.connected:
+        if self._input_closed and not queue and self.connected and not self._closing:
             self._lose_connection()
 
     def _lost_reply(self, failure: Failure, slot: _Slot) -> None:
@@ -204,7 +240,10 @@ class DBProtocolFactory(Factory[DBProtocol]):
     """Makes :class:`DBProtocol` connections that share one handler.
 
     ``max_line`` is the longest line accepted (bytes); ``timeout`` the
-    per-request limit in seconds (``None``: wait for ever).
+    per-request limit in seconds (``None``: wait for ever); ``linger`` how
+    long a connection whose client has closed its side waits for the
+    replies still due, in seconds (``None``: for ever); ``log_requests``
+    logs every exchange (see :mod:`discosbackend.logs`).
     """
 
     protocol = DBProtocol
@@ -212,14 +251,21 @@ class DBProtocolFactory(Factory[DBProtocol]):
 
     def __init__(self, handler: Handler, *, max_line: int = DEFAULT_MAX_LINE,
                  timeout: float | None = None, clock: IReactorTime | None = None,
-                 log_requests: bool = False) -> None:
+                 log_requests: bool = False, linger: float | None = DEFAULT_LINGER) -> None:
         if max_line < 16:
             raise ValueError(f"max_line must be at least 16 bytes, not {max_line}")
         self.handler = handler
         self.max_line = max_line
+        self.linger = linger
+        self._clock = clock
         self.responder = Responder(handler, timeout=timeout, clock=clock,
                                    log_requests=log_requests)
         self.connections: set[DBProtocol] = set()
+
+    @property
+    def clock(self) -> IReactorTime:
+        """The clock delayed closes run on: the reactor unless one was given."""
+        return or_global(self._clock)
 
     def startFactory(self) -> None:
         self.handler.start()

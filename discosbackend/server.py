@@ -19,7 +19,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from discosbackend.handlers import Handler
-from discosbackend.protocol import DEFAULT_MAX_LINE, DBProtocolFactory
+from discosbackend.protocol import DEFAULT_LINGER, DEFAULT_MAX_LINE, DBProtocolFactory
 from discosbackend.reactor import or_global
 
 __all__ = ["DEFAULT_PORT", "endpoint_description", "listen", "stop", "run_until_stopped",
@@ -53,18 +53,20 @@ def endpoint_description(where: int | str, interface: str | None = None) -> str:
 
 def listen(where: int | str, handler: Handler, *, interface: str | None = None,
            max_line: int = DEFAULT_MAX_LINE, timeout: float | None = None,
-           log_requests: bool = False, reactor: Any = None) -> Deferred[IListeningPort]:
+           log_requests: bool = False, linger: float | None = DEFAULT_LINGER,
+           reactor: Any = None) -> Deferred[IListeningPort]:
     """Start serving ``handler``; the Deferred fires with the listening port.
 
     ``port.factory`` is the :class:`~discosbackend.protocol.DBProtocolFactory`
-    (its ``connections``, ``close_connections()``).  Stop with :func:`stop`.
-    A bad endpoint string raises ``ValueError`` at once; a port that cannot
-    be bound fails the Deferred with ``CannotListenError``.
+    (its ``connections``, ``close_connections()``; the options are its own).
+    Stop with :func:`stop`.  A bad endpoint string raises ``ValueError`` at
+    once; a port that cannot be bound fails the Deferred with
+    ``CannotListenError``.
     """
     reactor = or_global(reactor)
     endpoint = serverFromString(reactor, endpoint_description(where, interface))
     factory = DBProtocolFactory(handler, max_line=max_line, timeout=timeout, clock=reactor,
-                                log_requests=log_requests)
+                                log_requests=log_requests, linger=linger)
     return endpoint.listen(factory)
 
 
@@ -115,18 +117,21 @@ def _stop_all(ports: list[IListeningPort]) -> Deferred[list[None]]:
 
 def run_server(port: int | str, handler: Handler, *, interface: str | None = None,
                max_line: int = DEFAULT_MAX_LINE, timeout: float | None = None,
-               log_requests: bool = False, reactor: Any = None) -> None:
+               log_requests: bool = False, linger: float | None = DEFAULT_LINGER,
+               reactor: Any = None) -> None:
     """Serve ``handler`` until SIGINT/SIGTERM (or ``reactor.stop()``).
 
-    ``port`` is a port number or an endpoint string.  On shutdown the
-    connections are closed and the handler's ``stop()`` is called.  Raises
-    the listening error (e.g. ``CannotListenError``) if the port cannot be
-    bound, after the reactor has stopped.
+    ``port`` is a port number or an endpoint string; the options are
+    :func:`listen`'s.  On shutdown the connections are closed and the
+    handler's ``stop()`` is called.  Raises the listening error (e.g.
+    ``CannotListenError``) if the port cannot be bound, after the reactor
+    has stopped.
     """
     def announce(ports: list[IListeningPort]) -> None:
         _log.info("serving {handler} on {address}", handler=type(handler).__name__,
                   address=ports[0].getHost())
 
     run_until_stopped([listen(port, handler, interface=interface, max_line=max_line,
-                              timeout=timeout, log_requests=log_requests, reactor=reactor)],
+                              timeout=timeout, log_requests=log_requests, linger=linger,
+                              reactor=reactor)],
                       ready=announce, reactor=reactor)

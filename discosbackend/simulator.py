@@ -33,6 +33,7 @@ from discosbackend.errors import BackendError
 from discosbackend.faults import GARBAGE, Faults
 from discosbackend.grammar import Message
 from discosbackend.handlers import CloseAfter, DBProtocolHandler, RawReply, Reply
+from discosbackend.wording import counted
 
 __all__ = ["BackendSimulator", "SimulatorHandler", "Section", "UNCONFIGURED", "MODES"]
 
@@ -168,8 +169,7 @@ class BackendSimulator(Backend):
 
     def describe(self) -> str:
         """A short description, e.g. ``BackendSimulator (2 sections)``."""
-        plural = "section" if self._count == 1 else "sections"
-        return f"{type(self).__name__} ({self._count} {plural})"
+        return f"{type(self).__name__} ({counted(self._count, 'section')})"
 
     def _idle(self, what: str) -> None:
         if self.acquiring:

@@ -440,7 +440,7 @@ def test_format_reply_ignores_values_of_commands_without_reply(name, result):
      "backend returned 4 values for status: expected timestamp status acquiring"),
     ("status", None, "backend returned 0 values for status: expected timestamp status acquiring"),
     ("status", 1700000000.5,
-     "backend returned 1 values for status: expected timestamp status acquiring"),
+     "backend returned 1 value for status: expected timestamp status acquiring"),
     ("get-configuration", None,
      "backend returned 0 values for get-configuration: expected configuration"),
     ("get-configuration", ["a", "b"],
@@ -532,7 +532,7 @@ def test_parse_reply_round_trip_integration_and_configuration():
 @pytest.mark.parametrize("name, texts, message", [
     ("status", ["1700000000.5000000", "ok"],
      "reply has 2 values for status: expected timestamp status acquiring"),
-    ("start", ["x"], "reply has 1 values for start: expected "),
+    ("start", ["x"], "reply has 1 value for start: expected "),
     ("status", ["1700000000.5000000", "ok", "yes"], "bad value in status reply: yes"),
     ("get-tpi", ["1.0", "nan"], "bad value in get-tpi reply: nan"),
     ("time", ["soon"], "bad value in time reply: invalid timestamp 'soon'"),

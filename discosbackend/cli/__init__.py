@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import pkgutil
+import signal
 import sys
 from typing import Sequence
 
@@ -19,6 +21,7 @@ __all__ = ["main", "CommandLineError"]
 
 #: Subcommands listed first in ``--help``, in this order; others follow.
 _ORDER = ("serve", "send", "console", "check")
+_SIGPIPE = int(getattr(signal, "SIGPIPE", 13))
 
 
 class CommandLineError(Exception):
@@ -49,15 +52,45 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _parse(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> argparse.Namespace:
+    """Parse ``argv``; an argument no subcommand knows is that subcommand's error.
+
+    (argparse leaves such arguments to the top-level parser, whose usage
+    line would not say what the subcommand takes.)
+    """
+    arguments, unknown = parser.parse_known_args(argv)
+    if unknown:
+        subparsers = next(action for action in parser._actions  # pylint: disable=protected-access
+                          if isinstance(action, argparse._SubParsersAction))  # pylint: disable=protected-access
+        subparsers.choices[arguments.subcommand].error(
+            f"unrecognized arguments: {' '.join(unknown)}")
+    return arguments
+
+
+def _quiet_broken_pipe() -> int:
+    """The reader of our output went away (``| head``): leave quietly, as Unix tools do.
+
+    Standard output is pointed at /dev/null so that flushing it at exit
+    cannot fail again; the status is the shell's for death by SIGPIPE.
+    """
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):  # pragma: no cover - stdout is not a real file
+        pass
+    return 128 + _SIGPIPE
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run ``discos-backend``; returns the exit status."""
-    parser = build_parser()
-    arguments = parser.parse_args(argv)
+    arguments = _parse(build_parser(), argv)
     try:
         return int(arguments.run(arguments) or 0)
     except CommandLineError as error:
         print(f"discos-backend {arguments.subcommand}: {error}", file=sys.stderr)
         return 2
+    except BrokenPipeError:
+        return _quiet_broken_pipe()
     except KeyboardInterrupt:
         return 130
 

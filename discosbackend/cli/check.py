@@ -27,6 +27,7 @@ from discosbackend.testing.checks import Check
 from discosbackend.testing.runner import (ERROR, FAILED, PASSED, SKIPPED, Result, run_checks,
                                           select_checks)
 from discosbackend.testing.session import CannotConnect, Settings
+from discosbackend.wording import counted
 
 __all__ = ["add_parser", "run", "symbols", "format_result", "summary", "junit_xml",
            "list_checks"]
@@ -205,8 +206,14 @@ def run(arguments: argparse.Namespace) -> int:
         task.react(_react, (address, settings, checks, outcome))
     except SystemExit:
         pass
-    if "error" in outcome:
-        raise CommandLineError(outcome["error"])
+    if "failure" in outcome:
+        failure: Failure = outcome["failure"]
+        if failure.check(BrokenPipeError):  # stdout went away while reporting
+            failure.raiseException()
+        assert failure.type is not None  # a Failure always holds an exception
+        raise CommandLineError(failure.getErrorMessage() if failure.check(CannotConnect) else
+                               f"internal error: {failure.type.__name__}: "
+                               f"{failure.getErrorMessage()}")
     if "results" not in outcome:  # the reactor stopped early: Ctrl-C or a signal
         raise KeyboardInterrupt()
     results: list[Result] = outcome["results"]
@@ -224,7 +231,7 @@ def run(arguments: argparse.Namespace) -> int:
 def _react(reactor: Any, address: Address, settings: Settings,
            checks: list[tuple[Check, str | None]], outcome: dict[str, Any]) -> defer.Deferred[None]:
     marks = symbols(sys.stdout)
-    header = [f"checking {address}: {len(checks)} checks"]
+    header = [f"checking {address}: {counted(len(checks), 'check')}"]
 
     def report(result: Result) -> None:
         if header:  # only once the server answered: nothing on stdout if it cannot be reached
@@ -235,10 +242,7 @@ def _react(reactor: Any, address: Address, settings: Settings,
         outcome["results"] = results
 
     def unreachable(failure: Failure) -> None:
-        assert failure.type is not None  # a Failure always holds an exception
-        outcome["error"] = (failure.getErrorMessage() if failure.check(CannotConnect) else
-                            f"internal error: {failure.type.__name__}: "
-                            f"{failure.getErrorMessage()}")
+        outcome["failure"] = failure
 
     running = run_checks(address, settings=settings, checks=checks, progress=report,
                          reactor=reactor)

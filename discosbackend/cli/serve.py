@@ -3,7 +3,8 @@
 With no ``--backend`` it serves :class:`~discosbackend.simulator.BackendSimulator`
 and opens a control endpoint (loopback only by default) that injects faults
 into it.  It prints one line saying what it serves and where, logs to
-stderr, and stops cleanly on Ctrl-C or SIGTERM.
+stderr (or ``--log-file``, as text or ``--log-format json``), and stops
+cleanly on Ctrl-C or SIGTERM.
 """
 
 from __future__ import annotations
@@ -19,11 +20,9 @@ from typing import Any, NoReturn, TextIO
 from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
 from twisted.internet.error import CannotListenError
 from twisted.internet.interfaces import IListeningPort
-from twisted.logger import (FilteringLogObserver, LogLevel, LogLevelFilterPredicate,
-                            PredicateResult, globalLogBeginner, textFileLogObserver)
 from twisted.python.failure import Failure
 
-from discosbackend import server
+from discosbackend import logs, server
 from discosbackend.backend import Backend
 from discosbackend.cli import CommandLineError
 from discosbackend.commands import COMMANDS, VERSION
@@ -87,15 +86,15 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
                + "\n".join(f"  ?{command.usage().replace(' ', ',')}  {command.summary}"
                            for name, command in CONTROL_COMMANDS.items() if name != VERSION),
         formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--port", type=_port, default=server.DEFAULT_PORT,
+    parser.add_argument("--port", type=_port,
                         help="TCP port to listen on, 0 for any free one "
                              f"(default {server.DEFAULT_PORT})")
-    parser.add_argument("--interface", default=LOOPBACK,
+    parser.add_argument("--interface",
                         help=f"address to listen on (default {LOOPBACK}; 0.0.0.0 for all)")
     parser.add_argument("--endpoint", metavar="STRING",
                         help="Twisted endpoint string to listen on instead of --port and "
-                             "--interface, e.g. tcp:8978:interface=0.0.0.0 or "
-                             "unix:/tmp/backend.sock")
+                             "--interface (not with them), e.g. tcp:8978:interface=0.0.0.0 "
+                             "or unix:/tmp/backend.sock")
     parser.add_argument("--backend", metavar="MODULE:CLASS",
                         help="serve this backend class (created with no arguments) "
                              "instead of the simulator; the current directory is importable")
@@ -105,7 +104,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
                         help="fault-injection control port of the simulator: default the "
                              "public port + 1 (any free port when that is 0); 0 for any free "
                              "port; 'none' to disable")
-    parser.add_argument("--control-interface", default=LOOPBACK, metavar="ADDRESS",
+    parser.add_argument("--control-interface", metavar="ADDRESS",
                         help=f"address the control port listens on (default {LOOPBACK})")
     parser.add_argument("--max-line", type=_positive(int), default=DEFAULT_MAX_LINE,
                         metavar="BYTES",
@@ -113,7 +112,13 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     parser.add_argument("--timeout", type=_positive(float), metavar="S",
                         help="answer fail when the backend takes longer than S seconds")
     parser.add_argument("-v", "--verbose", action="store_true",
-                        help="log debug messages and every request and reply")
+                        help="log every request with its reply and duration, and debug "
+                             "messages")
+    parser.add_argument("--log-file", metavar="PATH",
+                        help="append the log to PATH instead of writing it to stderr")
+    parser.add_argument("--log-format", choices=logs.FORMATS, default=logs.TEXT,
+                        help="text lines (default) or JSON lines with time, level, peer, "
+                             "request, reply and duration_ms")
     parser.set_defaults(run=run)
     return parser
 
@@ -163,6 +168,10 @@ class Setup:
     max_line: int = DEFAULT_MAX_LINE
     timeout: float | None = None
     verbose: bool = False
+    #: Whether the control port is the default one (the public port + 1).
+    control_automatic: bool = False
+    log_file: str | None = None
+    log_format: str = logs.TEXT
 
     def describe(self) -> str:
         """What is served, e.g. ``BackendSimulator (2 sections)``."""
@@ -172,7 +181,7 @@ class Setup:
 
 def _requested_port(args: argparse.Namespace) -> int | None:
     if args.endpoint is None:
-        return int(args.port)
+        return server.DEFAULT_PORT if args.port is None else int(args.port)
     match = _TCP_PORT_RE.match(args.endpoint)
     return int(match.group(1)) if match else None
 
@@ -181,25 +190,39 @@ def _control_description(args: argparse.Namespace) -> str | None:
     port = args.control_port
     if port == _AUTO:
         public = _requested_port(args)
-        if public is None:
-            return None
         if public == 65535:
             raise CommandLineError("no default control port after 65535: give --control-port")
-        port = public + 1 if public else 0
-    if port is None:
-        return None
-    return server.endpoint_description(port, args.control_interface)
+        port = None if public is None else public + 1 if public else 0
+    if port is not None:
+        return server.endpoint_description(port, args.control_interface or LOOPBACK)
+    if args.control_interface is not None:
+        raise CommandLineError(
+            "--control-interface and --control-port none contradict each other: drop one"
+            if args.control_port is None else
+            "--control-interface needs --control-port N: this endpoint has no default "
+            "control port")
+    return None
+
+
+def _public_description(args: argparse.Namespace) -> str:
+    if args.endpoint is None:
+        port = server.DEFAULT_PORT if args.port is None else args.port
+        return server.endpoint_description(port, args.interface or LOOPBACK)
+    given = [option for option, value in (("--port", args.port), ("--interface", args.interface))
+             if value is not None]
+    if given:
+        raise CommandLineError(f"--endpoint and {' and '.join(given)} conflict: the endpoint "
+                               "string says where to listen; give one or the other")
+    return str(args.endpoint)
 
 
 def build(args: argparse.Namespace) -> Setup:
     """Check the arguments and create the backend and handlers.
 
-    Raises :class:`CommandLineError` on anything wrong.
+    Raises :class:`CommandLineError` on anything wrong, conflicting options
+    included.
     """
-    if args.endpoint is not None:
-        public = args.endpoint
-    else:
-        public = server.endpoint_description(args.port, args.interface)
+    public = _public_description(args)
     if args.backend is None:
         cls: type = BackendSimulator
     else:
@@ -213,13 +236,17 @@ def build(args: argparse.Namespace) -> Setup:
         raise CommandLineError(f"cannot create {cls.__name__}: "
                                f"{type(error).__name__}: {error}") from None
     setup = Setup(backend, SimulatorHandler(backend) if simulated else DBProtocolHandler(backend),
-                  public, max_line=args.max_line, timeout=args.timeout, verbose=args.verbose)
+                  public, max_line=args.max_line, timeout=args.timeout, verbose=args.verbose,
+                  log_file=args.log_file, log_format=args.log_format)
     if simulated:
         setup.control = _control_description(args)
+        setup.control_automatic = args.control_port == _AUTO
         if setup.control is not None:
             setup.control_handler = ControlHandler(backend.faults)
     elif args.control_port not in (_AUTO, None):
         raise CommandLineError("--control-port applies to the simulator only")
+    elif args.control_interface is not None:
+        raise CommandLineError("--control-interface applies to the simulator only")
     return setup
 
 
@@ -236,30 +263,40 @@ def describe_address(address: Any) -> str:
     return str(address)
 
 
-def _not_factory_noise(event: dict[str, Any]) -> PredicateResult:
-    """Drop Twisted's "Starting/Stopping factory <object at 0x...>" lines."""
-    text = str(event.get("log_format") or "")
-    if text.startswith(("Starting factory", "Stopping factory")):
-        return PredicateResult.no
-    return PredicateResult.maybe
+def _open_log(setup: Setup) -> TextIO:
+    """Where the log goes: stderr, or the log file opened for appending."""
+    if setup.log_file is None:
+        return sys.stderr
+    try:
+        # Line-buffered: each event reaches the file as it is logged.
+        return open(setup.log_file, "a", encoding="utf-8", buffering=1)
+    except OSError as error:
+        raise CommandLineError(f"--log-file {setup.log_file!r}: cannot open it: "
+                               f"{error.strerror or error}") from None
 
 
-def _begin_logging(verbose: bool) -> None:
-    level = LogLevel.debug if verbose else LogLevel.info
-    predicates: list[Any] = [LogLevelFilterPredicate(defaultLogLevel=level)]
-    if not verbose:
-        predicates.append(_not_factory_noise)
-    observer = FilteringLogObserver(textFileLogObserver(sys.stderr), predicates)
-    globalLogBeginner.beginLoggingTo([observer], redirectStandardIO=False)
+def _begin_logging(stream: TextIO, setup: Setup) -> None:
+    logs.begin_logging(stream, verbose=setup.verbose, log_format=setup.log_format)
 
 
-def _listen_error(failure: Failure, description: str) -> str:
+def _listen_error(failure: Failure, description: str, control: str = "") -> str:
+    """The one line saying why ``description`` cannot listen.
+
+    ``control`` is empty for the public port; for the control port it says
+    how that port was chosen (``"automatic"`` or ``"given"``), and the line
+    says which option changes it.
+    """
     error = failure.value
     if isinstance(error, CannotListenError):
         reason = error.socketError
         text = getattr(reason, "strerror", None) or str(reason)
+    else:
+        text = failure.getErrorMessage()
+    if not control:
         return f"cannot listen on {description}: {text}"
-    return f"cannot listen on {description}: {failure.getErrorMessage()}"
+    how = " (the public port + 1)" if control == _AUTO else ""
+    return (f"cannot listen on the control port {description}{how}: {text}; choose another "
+            "with --control-port N, or none to turn it off")
 
 
 def serve(setup: Setup, reactor: Any = None, out: TextIO | None = None) -> int:
@@ -269,18 +306,20 @@ def serve(setup: Setup, reactor: Any = None, out: TextIO | None = None) -> int:
     :class:`CommandLineError` if an endpoint is bad or cannot be bound.
     """
     out = out if out is not None else sys.stdout
-    wanted = [(setup.public, setup.handler, setup.timeout)]
+    log = _open_log(setup)
+    wanted = [(setup.public, setup.handler, setup.timeout, "")]
     if setup.control is not None and setup.control_handler is not None:
-        wanted.append((setup.control, setup.control_handler, None))
+        wanted.append((setup.control, setup.control_handler, None,
+                       _AUTO if setup.control_automatic else "given"))
     listening = []
-    for description, handler, timeout in wanted:
+    for description, handler, timeout, control in wanted:
         try:
             starting = server.listen(description, handler, max_line=setup.max_line,
                                      timeout=timeout, log_requests=setup.verbose,
                                      reactor=reactor)
         except ValueError as error:
             raise CommandLineError(f"bad endpoint {description!r}: {error}") from None
-        listening.append(starting.addErrback(_cannot_listen, description))
+        listening.append(starting.addErrback(_cannot_listen, description, control))
 
     def ready(ports: list[IListeningPort]) -> None:
         line = (f"discos-backend: serving {setup.describe()} on "
@@ -288,14 +327,14 @@ def serve(setup: Setup, reactor: Any = None, out: TextIO | None = None) -> int:
         if len(ports) > 1:
             line += f"; control on {describe_address(ports[1].getHost())}"
         print(line, file=out, flush=True)
-        _begin_logging(setup.verbose)
+        _begin_logging(log, setup)
 
     server.run_until_stopped(listening, ready=ready, reactor=reactor)
     return 0
 
 
-def _cannot_listen(failure: Failure, description: str) -> NoReturn:
-    raise CommandLineError(_listen_error(failure, description))
+def _cannot_listen(failure: Failure, description: str, control: str) -> NoReturn:
+    raise CommandLineError(_listen_error(failure, description, control))
 
 
 def run(args: argparse.Namespace) -> int:

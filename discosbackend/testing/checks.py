@@ -33,6 +33,7 @@ from discosbackend.grammar import (ENCODING, ENCODING_ERRORS, FAIL, INVALID, OK,
                                    GrammarException, Message, parse_message)
 from discosbackend.testing.session import Answer, CheckFailed, Session, show, show_lines
 from discosbackend.timediscos import TICKS_PER_SECOND
+from discosbackend.wording import counted
 
 __all__ = ["Check", "CHECKS", "CHECK_NAMES", "check_named", "TIMED_EARLINESS",
            "REAL_CLIENT_FILENAME"]
@@ -193,7 +194,7 @@ async def _per_section(session: Session, name: str, *arguments: str) -> tuple[An
     if not values:
         raise answer.mismatch(f"{shape}: at least one value, one per section")
     if wanted is not None and len(values) != wanted:
-        raise answer.mismatch(f"{shape}: {wanted} values, one per section")
+        raise answer.mismatch(f"{shape}: {counted(wanted, 'value')}, one per section")
     return answer, len(values)
 
 

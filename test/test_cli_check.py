@@ -156,6 +156,7 @@ def test_an_unwritable_junit_file_exits_2(runs: dict[str, Any]) -> None:
     assert done.returncode == 2
     assert done.stderr.startswith("discos-backend check: cannot write ")
     assert done.stderr.count("\n") == 1
+    assert done.stdout.splitlines()[0].endswith(": 1 check")  # one, not "1 checks"
 
 
 def test_a_server_that_cannot_be_reached_exits_2_with_one_line(runs: dict[str, Any]) -> None:

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from discosbackend import grammar
 from discosbackend.backend import Backend
 from discosbackend.commands import (
-    BOOLEAN, COMMANDS, FLOAT, INTEGER, NON_NEGATIVE_INTEGER, TEXT, TIMESTAMP,
+    BOOLEAN, COMMANDS, FLOAT, INTEGER, LIBRARY_COMMANDS, NON_NEGATIVE_INTEGER, TEXT, TIMESTAMP,
     UNCHANGED, VERSION, WORD, Argument, ArgumentError, Command, ReplyShapeError, ReplyValue,
     command, commands_of, reason_text)
 from discosbackend.errors import HandlerException
@@ -735,7 +735,8 @@ def test_decorated_method_stays_an_ordinary_method():
 
 def test_commands_of_returns_a_copy_and_plain_objects_get_the_standard_table():
     table = commands_of(object())
-    assert table == COMMANDS
+    assert table == {**COMMANDS, **LIBRARY_COMMANDS}
+    assert list(LIBRARY_COMMANDS) == ["help"] and "help" not in COMMANDS  # not the protocol's
     table["extra"] = COMMANDS["status"]
     assert "extra" not in COMMANDS
 

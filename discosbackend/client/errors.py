@@ -9,6 +9,7 @@ Every one is a :class:`ClientError`.  A reply that is not ``ok`` becomes a
 
 from __future__ import annotations
 
+import errno
 import os
 import socket
 
@@ -92,12 +93,15 @@ def cannot_connect(where: object, error: BaseException, timeout: float | None = 
     """
     if isinstance(error, _TIMEOUTS):
         reason = "timed out" + (f" after {timeout:g} s" if timeout else "")
+    elif isinstance(error, twisted_errors.ConnectionRefusedError):
+        reason = os.strerror(errno.ECONNREFUSED)
     elif isinstance(error, twisted_errors.ConnectError) and isinstance(error.osError, int):
         reason = os.strerror(error.osError)
     elif isinstance(error, twisted_errors.ConnectError) and error.args and error.args[0]:
-        reason = str(error.args[0]).rstrip(".")
+        reason = str(error.args[0])
     elif isinstance(error, OSError):
         reason = error.strerror or str(error) or type(error).__name__
     else:
         reason = str(error) or type(error).__name__
+    reason = reason.rstrip(".")  # Twisted ends its texts with one, the OS does not
     return f"cannot connect to {where}: {reason}"

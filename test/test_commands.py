@@ -89,7 +89,7 @@ def test_float_rejects(text):
 
 @pytest.mark.parametrize("text", ["1e999", "-1e999", "9" * 400], ids=["1e999", "-1e999", "400-nines"])
 def test_float_rejects_values_that_overflow_to_infinity(text):
-    # PROTOCOL.md section 4: reject inf where a physical value is expected.
+    # docs/protocol.md section 5: reject inf where a physical value is expected.
     # float() turns an out-of-range literal into inf, which must not pass.
     with pytest.raises(ValueError):
         FLOAT.parse(text)
@@ -563,9 +563,9 @@ def test_usage(name, usage):
     assert COMMANDS[name].usage() == usage
 
 
-# -- the table against PROTOCOL.md section 5 ------------------------------------
+# -- the table against docs/protocol.md section 7 ------------------------------------
 
-# (wire name, since), in the order of PROTOCOL.md section 5.
+# (wire name, since), in the order of docs/protocol.md section 7.
 PROTOCOL_COMMANDS = [
     ("status", "1.0"), ("version", "1.0"), ("get-configuration", "1.0"),
     ("set-configuration", "1.0"), ("get-integration", "1.0"), ("set-integration", "1.0"),

@@ -248,7 +248,7 @@ def test_fail(handler, backend, line, message):
     ("?get-tpi,-1e999,0", "frequency"),
 ])
 def test_float_overflowing_to_infinity_fails(handler, backend, line, name):
-    # PROTOCOL.md section 4: reject inf where a physical value is expected.
+    # docs/protocol.md section 5: reject inf where a physical value is expected.
     with pytest.raises(ArgumentError) as caught:
         handle(handler, line)
     assert str(caught.value).startswith(f"invalid {name} ")

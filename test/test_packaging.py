@@ -4,6 +4,7 @@ builds it, with its metadata, ``py.typed``, licence, command and test extra."""
 from __future__ import annotations
 
 import email
+import os
 import subprocess
 import sys
 import tomllib
@@ -17,6 +18,9 @@ import pytest
 from discosbackend import __version__
 
 ROOT = Path(__file__).resolve().parent.parent
+#: The environment without coverage's subprocess measurement: these runs
+#: build or import a copy of the package, not the source tree's.
+PLAIN_ENV = {key: value for key, value in os.environ.items() if not key.startswith("COVERAGE")}
 
 
 @pytest.fixture(name="wheel", scope="module")
@@ -25,7 +29,8 @@ def fixture_wheel(tmp_path_factory: pytest.TempPathFactory) -> Iterator[zipfile.
     where = tmp_path_factory.mktemp("wheel")
     done = subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps",
                            "--disable-pip-version-check", "--wheel-dir", str(where), str(ROOT)],
-                          capture_output=True, text=True, timeout=300, check=False)
+                          capture_output=True, text=True, timeout=300, check=False,
+                          env=PLAIN_ENV)
     assert done.returncode == 0, done.stdout + done.stderr
     (built,) = where.glob("discosbackend-*.whl")
     with zipfile.ZipFile(built) as wheel:
@@ -81,7 +86,8 @@ def test_the_installed_wheel_imports_with_warnings_as_errors(wheel: zipfile.ZipF
                "discosbackend.logs"]
     code = f"import {', '.join(modules)}; print(discosbackend.__file__)"
     done = subprocess.run([sys.executable, "-W", "error", "-c", code], cwd=tmp_path,
-                          capture_output=True, text=True, timeout=60, check=False)
+                          capture_output=True, text=True, timeout=60, check=False,
+                          env=PLAIN_ENV)
     assert done.returncode == 0, done.stderr
     assert done.stderr == ""
     assert done.stdout.startswith(str(tmp_path))  # the wheel's copy, not the source tree's

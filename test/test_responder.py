@@ -1,4 +1,4 @@
-"""The Responder: one grammatical reply per line, errors mapped per PROTOCOL.md §3."""
+"""The Responder: one grammatical reply per line, errors mapped per docs/protocol.md section 4."""
 
 from __future__ import annotations
 

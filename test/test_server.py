@@ -25,7 +25,7 @@ from discosbackend.handlers import DBProtocolHandler
 
 
 class SessionBackend(Backend):
-    """Just enough state for the session of PROTOCOL.md §6."""
+    """Just enough state for the session of docs/protocol.md section 8."""
 
     def __init__(self) -> None:
         super().__init__()

@@ -21,7 +21,7 @@ from discosbackend.simulator import (MODES, UNCONFIGURED, BackendSimulator, Sect
 
 NOW = 1_700_000_000.0
 
-#: PROTOCOL.md section 6: every one must be answered ok with default settings.
+#: docs/protocol.md section 8: every one must be answered ok with default settings.
 MUST_ACCEPT = [
     "?set-section,1,50.0,200.0,1,CP,10,2048", "?set-section,1,*,*,*,*,*,*", "?cal-on",
     "?cal-on,10", "?set-enable,0,0", "?set-shift,3", "?get-tpi", "?get-tpi,0,0", "?get-rms",

@@ -59,6 +59,16 @@ def test_console_reading_stdin(server: ServerProcess) -> None:
     assert "\x1b" not in done.stdout  # no colours off a terminal
 
 
+def test_console_survives_a_timeout_and_reconnects(server: ServerProcess) -> None:
+    done = subprocess.run([*CLI, "console", "--timeout", "0.3", server.address],
+                          input="slow,2\nget-rms\n", capture_output=True, text=True,
+                          timeout=60, check=False)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines()[3:] == [
+        "error: slow: no reply within 0.3 s", "not connected: the next request reconnects",
+        f"reconnected to {server.address}", "!version,ok,1.4", "!get-rms,ok,0.125,0.25"]
+
+
 # --------------------------------------------------------------------------
 # A pseudo-terminal: readline, completion, colours, history
 # --------------------------------------------------------------------------
@@ -105,6 +115,8 @@ def test_console_on_a_terminal(server: ServerProcess, tmp_path: Path) -> None:
         terminal.expect(b"set-shift,<shift:integer>\r\n  set the shift")
         terminal.type(b"set-shift,x\r")
         terminal.expect(RED.encode() + b"!set-shift,fail,")
+        terminal.type(b"help sl\t\r")  # an extension of this server, from its ?help
+        terminal.expect(b"slow,<seconds:float>\r\n  answer after some seconds")
         terminal.type(b"quit\r")
         assert child.wait(20) == 0
     finally:
@@ -287,16 +299,16 @@ def test_a_lost_connection_is_reported_and_the_next_request_reconnects(
         "!get-rms,ok,0.125,0.25"]
 
 
-def test_a_reply_timeout_keeps_the_console_up() -> None:
-    with start_server() as own:
-        output = io.StringIO()
-        console = Console(partial(BlockingClient.connect, own.address, timeout=0.3), output)
-        console.open()
-        assert console.run(iter(["slow,2", "get-rms", "quit"]).__next__) == 0
+def test_a_reply_timeout_keeps_the_console_up(server: ServerProcess) -> None:
+    output = io.StringIO()
+    console = Console(partial(BlockingClient.connect, server.address, timeout=0.3), output)
+    console.open()
+    assert console.run(iter(["slow,2", "get-rms", "quit"]).__next__) == 0
+    console.close()
     lines = lines_of(output)
     assert lines[2:] == [
         "error: slow: no reply within 0.3 s", "not connected: the next request reconnects",
-        f"reconnected to {own.address}", "!version,ok,1.4", "!get-rms,ok,0.125,0.25"]
+        f"reconnected to {server.address}", "!version,ok,1.4", "!get-rms,ok,0.125,0.25"]
 
 
 def test_the_console_waits_for_the_server_to_come_back() -> None:

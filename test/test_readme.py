@@ -44,7 +44,7 @@ from typing import Iterator, Sequence
 
 import pytest
 
-from discosbackend.cli import build_parser
+from discosbackend.cli import build_parser, main
 
 from _helpers_simulator import ROOT, LineClient, ServeProcess, start_serve
 from serving import CLI, closed_port
@@ -322,6 +322,18 @@ def read_all(connection: socket.socket) -> list[str]:
     return data.decode("utf-8", "replace").splitlines()
 
 
+def in_process(arguments: list[str], typed: str) -> tuple[int, list[str]]:
+    """Run ``discos-backend ARGUMENTS`` here, ``typed`` on its stdin; status and output."""
+    out, err = io.StringIO(), io.StringIO()
+    stdin, sys.stdin = sys.stdin, io.StringIO(typed)
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            status = main(arguments)
+    finally:
+        sys.stdin = stdin
+    return status, out.getvalue().splitlines() + err.getvalue().splitlines()
+
+
 class Runner:
     """Runs the steps of README sessions against the simulator at ``served``."""
 
@@ -398,11 +410,14 @@ class Runner:
             if arguments[:1] == ["serve"] and not "\n".join(step.shown).startswith(
                     "discos-backend serve:"):
                 return self.serving(arguments, step, directory)
-            typed = [line[len("discos> "):] for line in step.shown if line.startswith("discos> ")]
+            typed = "".join(line[len("discos> "):] + "\n" for line in step.shown
+                            if line.startswith("discos> "))
             shown = [line for line in step.shown if not line.startswith("discos> ")]
+            if arguments[:1] in (["send"], ["console"]):  # blocking: cheaper in this process
+                self.status, printed = in_process(arguments, typed)
+                return printed, shown
             done = subprocess.run([*CLI, *arguments], cwd=directory, capture_output=True,
-                                  text=True, timeout=120, check=False,
-                                  input="".join(line + "\n" for line in typed))
+                                  text=True, timeout=120, check=False, input=typed)
         self.status = done.returncode
         return done.stdout.splitlines() + done.stderr.splitlines(), shown
 

@@ -302,16 +302,7 @@ BAD = {
                             "cannot listen on the control port tcp:{busy}:interface=127.0.0.1 "
                             "(the public port + 1): Address already in use; choose another "
                             "with --control-port N, or none to turn it off"),
-    "given control port in use": (["--port", "0", "--control-port", "{busy}"],
-                                  "cannot listen on the control port tcp:{busy}:interface="
-                                  "127.0.0.1: Address already in use; choose another with "
-                                  "--control-port N, or none to turn it off"),
-    "port and endpoint": (["--port", "9000", "--endpoint", "tcp:9000"],
-                          "--endpoint and --port conflict: the endpoint string says where "
-                          "to listen; give one or the other"),
-    "unwritable log": (["--port", "0", "--log-file", "/nonexistent/dir/serve.log"],
-                       "--log-file '/nonexistent/dir/serve.log': cannot open it: "
-                       "No such file or directory"),
+
     "bad endpoint": (["--endpoint", "nosuch:thing"],
                      "bad endpoint 'nosuch:thing': "),
 }
@@ -487,6 +478,19 @@ def test_build_own_backends() -> None:
 def test_build_refuses(arguments: list[str], message: str) -> None:
     with pytest.raises(CommandLineError, match=message):
         serve_module.build(parse(*arguments))
+
+
+@pytest.mark.parametrize("arguments, message", [
+    (["--port", "9000", "--endpoint", "tcp:9000"],
+     "--endpoint and --port conflict: the endpoint string says where to listen; give one "
+     "or the other"),
+    (["--port", "0", "--log-file", "/nonexistent/dir/serve.log"],
+     "--log-file '/nonexistent/dir/serve.log': cannot open it: No such file or directory"),
+])
+def test_main_reports_conflicts_and_unwritable_logs_before_listening(
+        arguments: list[str], message: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["serve", *arguments]) == 2
+    assert capsys.readouterr() == ("", f"discos-backend serve: {message}\n")
 
 
 def test_main_reports_bad_backend(capsys: pytest.CaptureFixture[str]) -> None:

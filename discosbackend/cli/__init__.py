@@ -60,8 +60,9 @@ def _parse(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> argpa
     """
     arguments, unknown = parser.parse_known_args(argv)
     if unknown:
-        subparsers = next(action for action in parser._actions  # pylint: disable=protected-access
-                          if isinstance(action, argparse._SubParsersAction))  # pylint: disable=protected-access
+        # pylint: disable=protected-access
+        subparsers = next(action for action in parser._actions
+                          if isinstance(action, argparse._SubParsersAction))
         subparsers.choices[arguments.subcommand].error(
             f"unrecognized arguments: {' '.join(unknown)}")
     return arguments

@@ -7,7 +7,7 @@ import random
 import pytest
 from twisted.internet import defer, task
 from twisted.internet.testing import StringTransport
-from twisted.logger import formatEvent, globalLogPublisher
+from twisted.logger import formatEvent
 
 from discosbackend.backend import Backend
 from discosbackend.grammar import parse_line
@@ -47,14 +47,6 @@ def lines(transport: StringTransport) -> list[bytes]:
     parts = data.split(b"\r\n")[:-1]
     assert all(b"\n" not in part and b"\r" not in part for part in parts)
     return parts
-
-
-@pytest.fixture(name="logged")
-def logged_fixture():
-    events: list[dict] = []
-    globalLogPublisher.addObserver(events.append)
-    yield events
-    globalLogPublisher.removeObserver(events.append)
 
 
 @pytest.fixture(name="clock")

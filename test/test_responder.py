@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from twisted.internet import defer, task
-from twisted.logger import LogLevel, formatEvent, globalLogPublisher
+from twisted.logger import LogLevel, formatEvent
 
 from types import MappingProxyType
 
@@ -33,14 +33,6 @@ class Hardware(Backend):
         if configuration == "async-refused":
             return defer.fail(BackendError("hardware-error"))
         return None
-
-
-@pytest.fixture(name="logged")
-def logged_fixture():
-    events: list[dict] = []
-    globalLogPublisher.addObserver(events.append)
-    yield events
-    globalLogPublisher.removeObserver(events.append)
 
 
 def answer(responder: Responder, line: bytes) -> bytes:

@@ -21,7 +21,7 @@ from discosbackend.cli.console import Console
 from discosbackend.client import BlockingClient
 from discosbackend.commands import COMMANDS
 from discosbackend.errors import InvalidRequest
-from discosbackend.grammar import ok
+from discosbackend.grammar import ok, reply
 from discosbackend.handlers import Handler
 
 from serving import CLI, ServerProcess, start_server
@@ -225,10 +225,30 @@ class Bare(Handler):
 
 def test_a_server_without_help_has_the_standard_commands_only() -> None:
     with start_server("test_cli_console:Bare") as bare:
-        console = opened(bare.address)
+        output = io.StringIO()
+        console = opened(bare.address, output)
         assert console.extensions == {}
         assert len(console.completions("", "")) == len(COMMANDS) + 3
+        console.help()
+        assert not any(line.startswith("Extensions") for line in lines_of(output))
         console.close()
+
+
+class Listing:
+    """A connection whose server lists ``odd`` in ?help but will not describe it."""
+
+    def exchange(self, message: Any) -> tuple[Any, str]:
+        if message.arguments:
+            answer = reply("help", "fail", "not described")
+        else:
+            answer = reply("help", "ok", "status", "help", "odd")
+        return answer, str(answer)
+
+
+def test_an_extension_the_server_will_not_describe_is_still_listed() -> None:
+    console = Console(Listing, io.StringIO())  # type: ignore[arg-type]
+    console._learn_extensions(Listing())  # type: ignore[arg-type]  # pylint: disable=protected-access
+    assert console.extensions == {"odd": ("odd", "")}
 
 
 def test_colours(server: ServerProcess) -> None:

@@ -190,6 +190,7 @@ def test_error_hierarchy() -> None:
     (twisted_errors.ConnectionRefusedError(), None, "Connection refused"),
     (twisted_errors.ConnectError(string="No route to host."), None, "No route to host"),
     (twisted_errors.ConnectError(), None, "An error occurred while connecting"),
+    (twisted_errors.ConnectError(113, "ignored"), None, "No route to host"),
     (socket.timeout("timed out"), 2.5, "timed out after 2.5 s"),
     (twisted_errors.TimeoutError(), 10.0, "timed out after 10 s"),
     (twisted_errors.TCPTimedOutError(), None, "timed out"),

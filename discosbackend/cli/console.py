@@ -228,9 +228,7 @@ class Console:
                 self._lost()
 
     def _lost(self) -> None:
-        """After an error: if the connection is gone, say what happens next."""
-        if self.client is not None and not self.client.closed:
-            return
+        """After a connection error: close what is left, say what happens next."""
         self.close()
         self.say("not connected: the next request reconnects", "note")
 

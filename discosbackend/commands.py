@@ -23,12 +23,13 @@ from discosbackend import timediscos
 from discosbackend.errors import ArgumentError, ReplyShapeError
 from discosbackend.grammar import (ENCODING, ENCODING_ERRORS, EOL, OK, REPLY, SEPARATOR,
                                    is_valid_name, ok_line)
+from discosbackend.wording import counted
 
 __all__ = [
     "ArgumentError", "ReplyShapeError", "Kind", "Argument", "ReplyValue", "Command", "command",
     "INTEGER", "NON_NEGATIVE_INTEGER", "FLOAT", "TEXT", "WORD", "BOOLEAN",
-    "TIMESTAMP", "UNCHANGED", "COMMANDS", "VERSION", "commands_of", "reason_text",
-    "PROTOCOL_VERSIONS", "CLIENT", "EXTENSION", "check_protocol_version",
+    "TIMESTAMP", "UNCHANGED", "COMMANDS", "VERSION", "HELP", "LIBRARY_COMMANDS", "commands_of",
+    "reason_text", "PROTOCOL_VERSIONS", "CLIENT", "EXTENSION", "check_protocol_version",
 ]
 
 #: A ``set-section`` argument given as ``*``: leave that setting unchanged.
@@ -43,6 +44,8 @@ PROTOCOL_VERSIONS = ("1.0", "1.1", "1.2", "1.3", "1.4")
 CLIENT = "client"
 #: The ``since`` of a backend's own commands (see :func:`command`).
 EXTENSION = "extension"
+#: The library's extension command listing what a server answers (not in the protocol).
+HELP = "help"
 
 _INTEGER_RE = re.compile(r"-?[0-9]+")
 # Text a reply cannot carry: control characters but TAB (which is escaped),
@@ -349,8 +352,7 @@ class Command:
         if most == 0:
             return f"{self.name} takes no arguments (got {count})"
         if self.required == most:
-            plural = "argument" if most == 1 else "arguments"
-            return f"{self.name} needs {most} {plural} (got {count})"
+            return f"{self.name} needs {counted(most, 'argument')} (got {count})"
         return f"{self.name} takes {self.required} to {most} arguments (got {count})"
 
     def format_reply(self, result: Any) -> list[str]:
@@ -427,7 +429,7 @@ class Command:
         raise ReplyShapeError(self._shape_error(count), result, self.method)
 
     def _shape_error(self, count: int) -> str:
-        return (f"backend returned {count} values for {self.name}: expected "
+        return (f"backend returned {counted(count, 'value')} for {self.name}: expected "
                 + " ".join(value.name + ("..." if value.repeated else "")
                            for value in self.reply))
 
@@ -570,6 +572,16 @@ COMMANDS: dict[str, Command] = {c.name: c for c in (
             summary="set the shift", changes_state=True),
 )}
 
+#: Extension commands every :class:`~discosbackend.handlers.DBProtocolHandler`
+#: answers itself.  They are not part of the protocol: the real client never
+#: sends them, and another server may answer them ``invalid``.
+LIBRARY_COMMANDS: dict[str, Command] = {c.name: c for c in (
+    Command(HELP, None, (Argument("command", WORD, optional=True),),
+            (ReplyValue("value", TEXT, repeated=True),), since="extension",
+            summary="non-standard: the commands this server answers; with a name, "
+                    "its usage and summary"),
+)}
+
 _DECLARATION = "__discos_command__"
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -595,7 +607,8 @@ def command(name: str, *arguments: Argument, reply: Iterable[ReplyValue] | None 
 
 def commands_of(backend: object, version: str | None = None,
                 client_commands: bool = True) -> dict[str, Command]:
-    """The standard commands plus the extensions ``backend``'s class declares.
+    """The standard commands, the library's extensions (``help``) and those
+    ``backend``'s class declares (which may replace the library's).
 
     With a protocol ``version``, only the commands a server of that version
     has (:meth:`Command.served_in`); raises ``ValueError`` for a version not in
@@ -603,7 +616,7 @@ def commands_of(backend: object, version: str | None = None,
     """
     if version is not None:
         check_protocol_version(version)
-    table = {name: command for name, command in COMMANDS.items()
+    table = {name: command for name, command in {**COMMANDS, **LIBRARY_COMMANDS}.items()
              if command.served_in(version, client_commands)}
     for attribute in dir(type(backend)):
         declaration = getattr(getattr(type(backend), attribute, None), _DECLARATION, None)

@@ -20,8 +20,8 @@ from typing import Any, Callable, Mapping, Union
 from twisted.internet.defer import Deferred, ensureDeferred
 
 from discosbackend import __protocol_version__
-from discosbackend.commands import VERSION, Command, commands_of
-from discosbackend.errors import HandlerException, InvalidRequest, NotSupportedError
+from discosbackend.commands import HELP, VERSION, Command, commands_of
+from discosbackend.errors import ArgumentError, HandlerException, InvalidRequest, NotSupportedError
 from discosbackend.grammar import Message, fail, ok, request
 
 __all__ = ["Handler", "HandlerException", "DBProtocolHandler", "AlwaysOkHandler",
@@ -182,6 +182,8 @@ class DBProtocolHandler(Handler):
 
     def _answer(self, command: Command) -> Callable[[list[str]], bytes | Deferred[bytes]]:
         """The answer to ``command``: its request's arguments in, reply bytes out."""
+        if command.method is None and command.name == HELP:
+            return self._answer_help(command)
         if command.method is None:  # version: the library's own answer
             version = command.reply_line(self.protocol)
 
@@ -213,6 +215,19 @@ class DBProtocolHandler(Handler):
                 return ensureDeferred(result).addCallback(command.reply_line)
             return command.reply_line(result)
         return answer
+
+    def _answer_help(self, command: Command) -> Callable[[list[str]], bytes]:
+        """``?help``: the names answered; ``?help,NAME``: that command's usage and summary."""
+        def answer_help(arguments: list[str]) -> bytes:
+            values = command.parse_arguments(arguments)
+            if not values:
+                return command.reply_line(list(self._answers))
+            described = self.commands.get(values[0])
+            if described is None or values[0] not in self._answers:
+                raise ArgumentError(f"unknown command {values[0]!r}")
+            return command.reply_line([described.usage(),
+                                       described.summary or "no description"])
+        return answer_help
 
 
 def _positional_limit(method: Callable[..., Any]) -> int | None:

@@ -13,8 +13,9 @@ from __future__ import annotations
 import ipaddress
 import math
 from collections import deque
+from functools import partial
 from ipaddress import IPv4Network, IPv6Network
-from typing import Iterable
+from typing import Callable, Iterable
 
 from twisted.internet import defer
 from twisted.internet.interfaces import (IAddress, IDelayedCall, IHalfCloseableProtocol,
@@ -29,9 +30,11 @@ from discosbackend.grammar import UNDEFINED_NAME, fail, name_of, serialize_line
 from discosbackend.handlers import Handler
 from discosbackend.reactor import or_global
 from discosbackend.responder import RawReply, ReplyBytes, Responder
+from discosbackend.wording import counted
 
 __all__ = ["DBProtocol", "DBProtocolFactory", "DEFAULT_MAX_LINE", "DEFAULT_MAX_UNSENT",
-           "DEFAULT_MAX_PENDING", "DEFAULT_MAX_CONNECTIONS", "parse_networks", "describe_peer"]
+           "DEFAULT_MAX_PENDING", "DEFAULT_MAX_CONNECTIONS", "DEFAULT_LINGER",
+           "parse_networks", "describe_peer"]
 
 #: The default longest line accepted, in bytes (without the line end).
 DEFAULT_MAX_LINE = 64 * 1024
@@ -41,6 +44,9 @@ DEFAULT_MAX_UNSENT = 1024 * 1024
 DEFAULT_MAX_PENDING = 1000
 #: Connections served at once by default.
 DEFAULT_MAX_CONNECTIONS = 256
+#: Seconds a connection whose client closed its side waits for the replies
+#: still due, by default: the longest the real client ever waits for one.
+DEFAULT_LINGER = 900.0
 
 _log = Logger()
 _LOST_REPLY = serialize_line(fail(UNDEFINED_NAME, "internal error: reply lost"))
@@ -69,14 +75,14 @@ class _Slot:
 class _RateLimitedLog:
     """Logs a repeated warning at most once a ``period``, with how many were held back."""
 
-    def __init__(self, clock: IReactorTime, period: float = 60.0) -> None:
+    def __init__(self, clock: Callable[[], IReactorTime], period: float = 60.0) -> None:
         self._clock = clock
         self._period = period
         self._next = -math.inf
         self._held_back = 0
 
     def warn(self, text: str, **fields: object) -> None:
-        now = self._clock.seconds()
+        now = self._clock().seconds()
         if now < self._next:
             self._held_back += 1
             return
@@ -110,11 +116,18 @@ class DBProtocol(LineOnlyReceiver):
     one before them, the connection is not read, so a client that does not
     read its replies cannot make the server grow.  The protocol is the
     transport's producer: the transport pauses it when its buffer is full.
+
+    A client that closes altogether looks the same from here, so the
+    connection waits for the replies still due at most the factory's
+    ``linger`` seconds, then closes anyway: no socket is left waiting for a
+    reply that never comes.
     """
 
     delimiter = b"\n"
     factory: DBProtocolFactory
     transport: ITransport  # from connectionMade on, when every other call comes
+    # The responder's respond (or respond_logged, for this peer), from connectionMade on.
+    _respond: Callable[[bytes], ReplyBytes]
 
     def __init__(self) -> None:
         # Replies waiting for one before them to be ready (a Deferred).
@@ -129,6 +142,9 @@ class DBProtocol(LineOnlyReceiver):
         # Why the connection is not read now: "unsent", "pending" or both.
         self._holds: set[str] = set()
         self._idle: IDelayedCall | None = None
+        self._lingering: IDelayedCall | None = None
+        #: The client, as the log names it.
+        self.peer = "-"
 
     def connectionMade(self) -> None:
         self.MAX_LENGTH = self.factory.max_line  # pylint: disable=invalid-name
@@ -140,9 +156,14 @@ class DBProtocol(LineOnlyReceiver):
             # It pauses its producer once this many bytes wait to be sent.
             self.transport.bufferSize = self.factory.max_unsent
         self.transport.registerProducer(self, True)  # type: ignore[attr-defined]  # a consumer too
-        _log.info("connection from {peer}", peer=describe_peer(self.transport.getPeer()))
+        self.peer = describe_peer(self.transport.getPeer())
+        responder = self.factory.responder
+        # Chosen once, so that a server that does not log pays nothing for it.
+        self._respond = (partial(responder.respond_logged, self.peer)
+                         if responder.log_requests else responder.respond)
+        _log.info("connection from {peer}", peer=self.peer)
         self._touch()
-        self._send(self.factory.responder.greeting())
+        self._send(responder.greeting())
 
     def connectionLost(self, reason: Failure | None = None) -> None:
         self.connected = False
@@ -150,17 +171,32 @@ class DBProtocol(LineOnlyReceiver):
         self._buffer = b""
         if self._idle is not None and self._idle.active():
             self._idle.cancel()
+        if self._lingering is not None and self._lingering.active():
+            self._lingering.cancel()
         self.factory.connections.discard(self)
-        _log.info("connection from {peer} closed", peer=describe_peer(self.transport.getPeer()))
+        _log.info("connection from {peer} closed", peer=self.peer)
         waiters, self._closed_waiters = self._closed_waiters, []
         for waiter in waiters:
             waiter.callback(None)
 
     def readConnectionLost(self) -> None:
-        """The client sent all it will: close once every reply is written."""
+        """The client sent all it will: close once every reply is written.
+
+        Replies still due get ``linger`` seconds at most (the client may be
+        gone altogether: TCP cannot tell), then the connection closes.
+        """
         self._input_closed = True
         if not self._queue:
             self._lose_connection()
+        elif self.factory.linger is not None:
+            self._lingering = self.factory.clock.callLater(self.factory.linger, self._give_up)
+
+    def _give_up(self) -> None:
+        _log.info("closing the connection from {peer}: it closed its side and {replies} "
+                  "still due after {linger:g} s", peer=self.peer,
+                  replies=counted(len(self._queue), "reply", "replies"),
+                  linger=self.factory.linger)
+        self._lose_connection()
 
     def writeConnectionLost(self) -> None:
         """Nothing to do: we never half-close ourselves."""
@@ -264,14 +300,14 @@ class DBProtocol(LineOnlyReceiver):
             self._batch = None
 
     def lineReceived(self, line: bytes) -> None:
-        reply = self.factory.responder.respond(line)
+        reply = self._respond(line)
         if isinstance(reply, bytes):
             self._send(reply)
         else:
             self._send(reply, name_of(line))
 
     def lineLengthExceeded(self, line: bytes) -> None:
-        self._send(self.factory.responder.too_long(line, self.MAX_LENGTH))
+        self._send(self.factory.responder.too_long(line, self.MAX_LENGTH, self.peer))
 
     def _send(self, reply: ReplyBytes, name: str = UNDEFINED_NAME) -> None:
         """Write ``reply`` (to request ``name``) in its turn: now, or once the
@@ -302,7 +338,7 @@ class DBProtocol(LineOnlyReceiver):
             self._write(queue.popleft().data)  # type: ignore[arg-type]  # checked above
         if len(queue) < self.factory.max_pending // 2:
             self._release("pending")
-        if self._input_closed and not queue and self.connected:
+        if self._input_closed and not queue and self.connected and not self._closing:
             self._lose_connection()
 
     def _lost_reply(self, failure: Failure, slot: _Slot) -> None:
@@ -346,7 +382,10 @@ class DBProtocolFactory(Factory[DBProtocol]):
     ``max_connections`` at once (the next is told ``too many connections``
     and closed; ``None``: no cap); only peers in ``allow`` (IP networks such
     as ``"10.0.0.0/8"``; ``None``: anyone); a connection that sends nothing
-    for ``idle_timeout`` seconds is closed (``None``: never).
+    for ``idle_timeout`` seconds is closed (``None``: never).  ``linger`` is how
+    long a connection whose client has closed its side waits for the
+    replies still due, in seconds (``None``: for ever); ``log_requests``
+    logs every exchange (see :mod:`discosbackend.logs`).
     """
 
     protocol = DBProtocol
@@ -358,7 +397,8 @@ class DBProtocolFactory(Factory[DBProtocol]):
                  max_pending: int = DEFAULT_MAX_PENDING,
                  max_connections: int | None = DEFAULT_MAX_CONNECTIONS,
                  allow: Iterable[str] | None = None,
-                 idle_timeout: float | None = None) -> None:
+                 idle_timeout: float | None = None,
+                 linger: float | None = DEFAULT_LINGER) -> None:
         if max_line < 16:
             raise ValueError(f"max_line must be at least 16 bytes, not {max_line}")
         if max_pending < 2 or max_unsent < 1:
@@ -370,11 +410,12 @@ class DBProtocolFactory(Factory[DBProtocol]):
         self.max_connections = max_connections
         self.allow = None if allow is None else parse_networks(allow)
         self.idle_timeout = idle_timeout
-        self.clock: IReactorTime = or_global(clock)
+        self._clock = clock
+        self.linger = linger
         self.responder = Responder(handler, timeout=timeout, clock=clock,
                                    log_requests=log_requests)
         self.connections: set[DBProtocol] = set()
-        self._refusals = _RateLimitedLog(self.clock)
+        self._refusals = _RateLimitedLog(lambda: self.clock)
 
     def buildProtocol(self, addr: IAddress) -> Protocol | None:  # type: ignore[override]
         host = getattr(addr, "host", None)
@@ -387,6 +428,11 @@ class DBProtocolFactory(Factory[DBProtocol]):
                                 "(max-connections)", host=host, count=len(self.connections))
             return _Refusal(_TOO_MANY)
         return super().buildProtocol(addr)
+
+    @property
+    def clock(self) -> IReactorTime:
+        """The clock delayed closes run on: the reactor unless one was given."""
+        return or_global(self._clock)
 
     def startFactory(self) -> None:
         self.handler.start()

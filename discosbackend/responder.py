@@ -22,6 +22,7 @@ from discosbackend.grammar import (ENCODING, ENCODING_ERRORS, FAIL, INVALID, NAM
                                    REQUEST, UNDEFINED_NAME, GrammarException, Message, name_of,
                                    parse_line, reply, serialize_line, split_arguments)
 from discosbackend.handlers import CloseAfter, Handler, RawReply, Reply
+from discosbackend.logs import EXCHANGE_FORMAT
 from discosbackend.reactor import or_global
 
 __all__ = ["Responder", "ReplyBytes", "RawReply", "CloseAfter"]  # the last two from handlers
@@ -57,9 +58,11 @@ class Responder:
     """Answers lines for one server, on behalf of ``handler``.
 
     ``timeout`` (seconds) bounds how long a handler may take to answer; the
-    reply is then ``fail`` with a reason starting ``timeout``.  ``clock`` is
-    the reactor by default.  With ``log_requests`` each request and its
-    reply are logged at debug level.
+    reply is then ``fail`` with a reason starting ``timeout`` (and a warning
+    is logged).  ``clock`` is the reactor by default.  ``log_requests`` asks
+    the connections to answer through :meth:`respond_logged`, which logs
+    each exchange (see :mod:`discosbackend.logs`); :meth:`respond` itself
+    never logs, so that a server that does not log pays nothing for it.
     """
 
     def __init__(self, handler: Handler, *, timeout: float | None = None,
@@ -76,12 +79,19 @@ class Responder:
         """The line a new connection gets first: the reply to ``?version``."""
         return self.respond(b"?" + VERSION.encode())
 
-    def too_long(self, start: bytes, limit: int) -> bytes:
-        """The reply to a line longer than ``limit`` bytes that starts with ``start``."""
+    def too_long(self, start: bytes, limit: int, peer: str = "-") -> bytes:
+        """The reply to a line longer than ``limit`` bytes that starts with ``start``.
+
+        Logged as an exchange with ``peer`` when requests are logged.
+        """
         data = _error_reply(name_of(start), INVALID, f"line too long: over {limit} bytes")
         if self.log_requests:
-            self._log_exchange(start, data)
+            self._log_exchange(peer, start, data, self.now())
         return data
+
+    def now(self) -> float:
+        """The time on the responder's clock, in seconds."""
+        return float(or_global(self._clock).seconds())
 
     def respond(self, line: bytes) -> ReplyBytes:
         """The reply to ``line`` (without its line end): bytes, or a Deferred of them.
@@ -115,23 +125,30 @@ class Responder:
             else:  # wire bytes (as DBProtocolHandler gives) are ready as they are
                 reply = answered if isinstance(answered, bytes) else self._settle(
                     answered, name, line)
-        if self.log_requests:
-            self._log_exchange(line, reply)
         return reply
 
-    @staticmethod
-    def _log_exchange(line: bytes, reply: ReplyBytes) -> None:
-        """Log the request ``line`` and its ``reply`` (when it comes) at debug level."""
-        _log.debug("request {request}", request=_shown(line))
-        if isinstance(reply, defer.Deferred):
-            reply.addCallback(Responder._log_reply)
-        else:
-            Responder._log_reply(reply)
+    def respond_logged(self, peer: str, line: bytes) -> ReplyBytes:
+        """:meth:`respond`, logging the exchange once the reply is ready.
 
-    @staticmethod
-    def _log_reply(data: bytes) -> bytes:
-        _log.debug("reply {reply}", reply=_shown(data).rstrip())
-        return data
+        ``peer`` names the client in the log; the duration logged runs from
+        this call, the request's arrival, to its reply.
+        """
+        arrived = self.now()
+        reply = self.respond(line)
+        self._log_exchange(peer, line, reply, arrived)
+        return reply
+
+    def _log_exchange(self, peer: str, line: bytes, reply: ReplyBytes, arrived: float) -> None:
+        """The one place an exchange is logged: at debug level, when ``reply`` is ready."""
+        def log(data: bytes) -> bytes:
+            _log.debug(EXCHANGE_FORMAT, peer=peer, request=_shown(line),
+                       reply=_shown(data).rstrip("\r\n"),
+                       duration_ms=(self.now() - arrived) * 1000.0)
+            return data
+        if isinstance(reply, defer.Deferred):
+            reply.addCallback(log)
+        else:
+            log(reply)
 
     def _settle(self, answer: Any, name: str, line: bytes) -> ReplyBytes:
         """The reply bytes of the handler's ``answer``, now or when it fires."""
@@ -172,6 +189,8 @@ class Responder:
                        error=error)
             return _error_reply(name, FAIL, str(error))
         if isinstance(error, defer.TimeoutError) and self.timeout is not None:
+            _log.warn("no reply to {request} within {timeout:g} s: answered fail",
+                      request=_shown(line), timeout=self.timeout)
             return _error_reply(name, FAIL, f"timeout after {self.timeout:g} s")
         _log.failure("handler failed on {request}", failure, request=_shown(line))
         return _error_reply(name, FAIL, f"internal error: {type(error).__name__}: {error}")

@@ -121,7 +121,10 @@ def run_until_stopped(listening: Sequence[Deferred[IListeningPort]], *,
             if reactor.running:
                 reactor.stop()
             return
-        ready(ports)
+        # Once the reactor runs, not before: its signal handlers are then in
+        # place, so a SIGTERM sent as soon as ready() announces the ports
+        # (as a supervisor may) shuts down cleanly instead of killing.
+        reactor.callWhenRunning(ready, ports)
         reactor.addSystemEventTrigger("before", "shutdown", _stop_all, ports, grace)
 
     DeferredList(list(listening), consumeErrors=True).addCallback(started)

@@ -42,6 +42,7 @@ from discosbackend.errors import BackendError
 from discosbackend.faults import GARBAGE, Faults
 from discosbackend.grammar import Message
 from discosbackend.handlers import CloseAfter, DBProtocolHandler, RawReply, Reply
+from discosbackend.wording import counted
 
 __all__ = ["BackendSimulator", "SimulatorHandler", "Section", "UNCONFIGURED", "MODES"]
 
@@ -220,10 +221,8 @@ class BackendSimulator(Backend):
 
     def describe(self) -> str:
         """A short description, e.g. ``BackendSimulator (2 sections, 20 configurations)``."""
-        plural = "section" if self._count == 1 else "sections"
-        known = len(self.configurations)
-        return (f"{type(self).__name__} ({self._count} {plural}, {known} configuration"
-                + ("s)" if known != 1 else ")"))
+        return (f"{type(self).__name__} ({counted(self._count, 'section')}, "
+                f"{counted(len(self.configurations), 'configuration')})")
 
     def _idle(self, what: str) -> None:
         if self.acquiring:

@@ -1,10 +1,11 @@
-"""Fixtures shared by the tests that talk to a live server subprocess."""
+"""Fixtures shared by the tests: a live server subprocess and its client, the log."""
 
 from __future__ import annotations
 
-from typing import Iterator
+from typing import Any, Iterator
 
 import pytest
+from twisted.logger import globalLogPublisher
 
 from discosbackend.client import BlockingClient
 from serving import ServerProcess, shared_server
@@ -21,3 +22,12 @@ def client(server: ServerProcess) -> Iterator[BlockingClient]:
     """A blocking client connected to :func:`server`."""
     with BlockingClient.connect(server.address, timeout=5) as connected:
         yield connected
+
+
+@pytest.fixture
+def logged() -> Iterator[list[dict[str, Any]]]:
+    """The log events emitted while the test runs."""
+    events: list[dict[str, Any]] = []
+    globalLogPublisher.addObserver(events.append)
+    yield events
+    globalLogPublisher.removeObserver(events.append)

@@ -145,7 +145,7 @@ def test_request_and_exchange(client: BlockingClient) -> None:
 
 
 def test_the_typical_session_against_the_simulator() -> None:
-    """PROTOCOL.md section 6, through the typed helpers, against the simulator."""
+    """docs/protocol.md section 8, through the typed helpers, against the simulator."""
     with start_server(SIMULATOR) as simulator, \
             BlockingClient.connect(simulator.address, timeout=10) as client:
         assert client.server_version == "1.4"

@@ -3,6 +3,7 @@ reply parsing and the error classes."""
 
 from __future__ import annotations
 
+import socket
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 from fractions import Fraction
@@ -11,13 +12,14 @@ from typing import Any
 import numpy as np
 import pytest
 from astropy.time import Time
+from twisted.internet import error as twisted_errors
 
 from discosbackend import timediscos
 from discosbackend.client import (DEFAULT_PORT, Address, ClientError, CommandError,
                                   CommandFailed, CommandInvalid, ConnectFailed, ConnectionLost,
                                   ProtocolError, RequestTimeout, TypedCommands, format_argument,
                                   parse_address)
-from discosbackend.client.errors import error_for_reply
+from discosbackend.client.errors import cannot_connect, error_for_reply
 from discosbackend.client.typed import parse_values, timestamp_ticks
 from discosbackend.grammar import reply, request
 
@@ -179,3 +181,23 @@ def test_error_hierarchy() -> None:
     assert issubclass(ConnectionLost, ConnectionError)
     assert issubclass(ConnectFailed, ConnectionError)
     assert issubclass(RequestTimeout, TimeoutError)
+
+
+@pytest.mark.parametrize("error, timeout, reason", [
+    (ConnectionRefusedError(111, "Connection refused"), None, "Connection refused"),
+    (twisted_errors.ConnectionRefusedError(111, "Connection refused"), None,
+     "Connection refused"),
+    (twisted_errors.ConnectionRefusedError(), None, "Connection refused"),
+    (twisted_errors.ConnectError(string="No route to host."), None, "No route to host"),
+    (twisted_errors.ConnectError(), None, "An error occurred while connecting"),
+    (twisted_errors.ConnectError(113, "ignored"), None, "No route to host"),
+    (socket.timeout("timed out"), 2.5, "timed out after 2.5 s"),
+    (twisted_errors.TimeoutError(), 10.0, "timed out after 10 s"),
+    (twisted_errors.TCPTimedOutError(), None, "timed out"),
+    (socket.gaierror(-2, "Name or service not known"), None, "Name or service not known"),
+    (OSError(), None, "OSError"),
+    (twisted_errors.DNSLookupError("no such host"), None, "DNS lookup failed: no such host"),
+])
+def test_one_wording_for_a_connection_that_cannot_be_opened(
+        error: BaseException, timeout: float | None, reason: str) -> None:
+    assert cannot_connect("host:8978", error, timeout) == f"cannot connect to host:8978: {reason}"

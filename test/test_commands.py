@@ -13,10 +13,10 @@ from hypothesis import strategies as st
 from discosbackend import __protocol_version__, grammar
 from discosbackend.backend import Backend
 from discosbackend.commands import (
-    BOOLEAN, CLIENT, COMMANDS, EXTENSION, FLOAT, INTEGER, NON_NEGATIVE_INTEGER,
-    PROTOCOL_VERSIONS, TEXT, TIMESTAMP, UNCHANGED, VERSION, WORD, Argument, ArgumentError,
-    Command, ReplyShapeError, ReplyValue, check_protocol_version, command, commands_of,
-    reason_text)
+    BOOLEAN, CLIENT, COMMANDS, EXTENSION, FLOAT, INTEGER, LIBRARY_COMMANDS,
+    NON_NEGATIVE_INTEGER, PROTOCOL_VERSIONS, TEXT, TIMESTAMP, UNCHANGED, VERSION, WORD, Argument,
+    ArgumentError, Command, ReplyShapeError, ReplyValue, check_protocol_version, command,
+    commands_of, reason_text)
 from discosbackend.errors import HandlerException
 from discosbackend.timediscos import acs_to_time, time_to_acs
 
@@ -91,7 +91,7 @@ def test_float_rejects(text):
 
 @pytest.mark.parametrize("text", ["1e999", "-1e999", "9" * 400], ids=["1e999", "-1e999", "400-nines"])
 def test_float_rejects_values_that_overflow_to_infinity(text):
-    # PROTOCOL.md section 4: reject inf where a physical value is expected.
+    # docs/protocol.md section 5: reject inf where a physical value is expected.
     # float() turns an out-of-range literal into inf, which must not pass.
     with pytest.raises(ValueError):
         FLOAT.parse(text)
@@ -442,7 +442,7 @@ def test_format_reply_ignores_values_of_commands_without_reply(name, result):
      "backend returned 4 values for status: expected timestamp status acquiring"),
     ("status", None, "backend returned 0 values for status: expected timestamp status acquiring"),
     ("status", 1700000000.5,
-     "backend returned 1 values for status: expected timestamp status acquiring"),
+     "backend returned 1 value for status: expected timestamp status acquiring"),
     ("get-configuration", None,
      "backend returned 0 values for get-configuration: expected configuration"),
     ("get-configuration", ["a", "b"],
@@ -535,7 +535,7 @@ def test_parse_reply_round_trip_integration_and_configuration():
 @pytest.mark.parametrize("name, texts, message", [
     ("status", ["1700000000.5000000", "ok"],
      "reply has 2 values for status: expected timestamp status acquiring"),
-    ("start", ["x"], "reply has 1 values for start: expected "),
+    ("start", ["x"], "reply has 1 value for start: expected "),
     ("status", ["1700000000.5000000", "ok", "yes"], "bad value in status reply: yes"),
     ("get-tpi", ["1.0", "nan"], "bad value in get-tpi reply: nan"),
     ("time", ["soon"], "bad value in time reply: invalid timestamp 'soon'"),
@@ -566,9 +566,9 @@ def test_usage(name, usage):
     assert COMMANDS[name].usage() == usage
 
 
-# -- the table against PROTOCOL.md section 5 ------------------------------------
+# -- the table against docs/protocol.md section 7 ------------------------------------
 
-# (wire name, since), in the order of PROTOCOL.md section 5.
+# (wire name, since), in the order of docs/protocol.md section 7.
 PROTOCOL_COMMANDS = [
     ("status", "1.0"), ("version", "1.0"), ("get-configuration", "1.0"),
     ("set-configuration", "1.0"), ("get-integration", "1.0"), ("set-integration", "1.0"),
@@ -738,7 +738,8 @@ def test_decorated_method_stays_an_ordinary_method():
 
 def test_commands_of_returns_a_copy_and_plain_objects_get_the_standard_table():
     table = commands_of(object())
-    assert table == COMMANDS
+    assert table == {**COMMANDS, **LIBRARY_COMMANDS}
+    assert list(LIBRARY_COMMANDS) == ["help"] and "help" not in COMMANDS  # not the protocol's
     table["extra"] = COMMANDS["status"]
     assert "extra" not in COMMANDS
 
@@ -857,7 +858,8 @@ def test_the_library_speaks_the_last_published_version():
     ("1.0", "cal-on"), ("1.1", "set-filename"), ("1.2", "convert-data"),
     ("1.3", "set-enable"), ("1.4", "set-shift")])
 def test_a_version_has_the_commands_since_it_and_before(version, newest):
-    table = commands_of(Backend(), version)
+    table = {name: entry for name, entry in commands_of(Backend(), version).items()
+             if name not in LIBRARY_COMMANDS}
     assert newest in table
     assert all(COMMANDS[name].since in (CLIENT, *PROTOCOL_VERSIONS[:PROTOCOL_VERSIONS.index(
         version) + 1]) for name in table)
@@ -870,7 +872,7 @@ def test_get_rms_follows_the_client_commands_flag_not_the_version():
     assert COMMANDS["get-rms"].since == CLIENT
     assert "get-rms" in commands_of(Backend(), "1.0")
     assert "get-rms" not in commands_of(Backend(), "1.4", client_commands=False)
-    assert commands_of(Backend()) == COMMANDS  # no version: every command
+    assert commands_of(Backend()) == {**COMMANDS, **LIBRARY_COMMANDS}  # no version: all
 
 
 def test_served_in_a_version_the_library_does_not_know():

@@ -1,4 +1,4 @@
-"""Tests for discosbackend.grammar (the sans-IO line grammar, PROTOCOL.md section 2)."""
+"""Tests for discosbackend.grammar (the sans-IO line grammar, docs/protocol.md section 3)."""
 
 import subprocess
 import sys

@@ -12,7 +12,7 @@ from twisted.python.failure import Failure
 
 from discosbackend import __protocol_version__
 from discosbackend.backend import Backend
-from discosbackend.commands import COMMANDS, INTEGER, Argument, command
+from discosbackend.commands import COMMANDS, INTEGER, LIBRARY_COMMANDS, Argument, command
 from discosbackend.errors import (ArgumentError, BackendError, InvalidRequest,
                                   NotSupportedError, ReplyShapeError)
 from discosbackend.grammar import FAIL, INVALID, Message, parse_message, serialize_line
@@ -251,7 +251,7 @@ def test_fail(handler, backend, line, message):
     ("?get-tpi,-1e999,0", "frequency"),
 ])
 def test_float_overflowing_to_infinity_fails(handler, backend, line, name):
-    # PROTOCOL.md section 4: reject inf where a physical value is expected.
+    # docs/protocol.md section 5: reject inf where a physical value is expected.
     with pytest.raises(ArgumentError) as caught:
         handle(handler, line)
     assert str(caught.value).startswith(f"invalid {name} ")
@@ -578,6 +578,58 @@ def test_extension_command_unknown_to_other_backends(handler):
         handle(handler, "?target-sweep,10")
 
 
+# -- ?help: the library's own extension command ------------------------------------
+
+def test_help_lists_every_command_answered_extensions_included():
+    handler = DBProtocolHandler(SweepBackend(make_clock()))
+    names = parse_message(text(handle(handler, "?help"))).arguments
+    assert names == [*COMMANDS, *LIBRARY_COMMANDS, "target-sweep"]
+
+
+@pytest.mark.parametrize("line, values", [
+    ("?help,target-sweep", ["target-sweep,<points:integer>", "Sweep across the target."]),
+    ("?help,cal-on", ["cal-on[,<interleave:unsigned>]",
+                      "calibration mark every N samples (0: off)"]),
+    ("?help,help", ["help[,<command:word>]", LIBRARY_COMMANDS["help"].summary]),
+])
+def test_help_with_a_name_gives_its_usage_and_summary(line, values):
+    handler = DBProtocolHandler(SweepBackend(make_clock()))
+    reply = text(handle(handler, line))
+    assert parse_message(reply).arguments == values
+    assert "\\," in reply or "," not in values[0]  # commas in the usage are escaped
+
+
+@pytest.mark.parametrize("line, message", [
+    ("?help,nosuch", "unknown command 'nosuch'"),
+    ("?help,a,b", "help takes 0 to 1 arguments (got 2)"),
+    ("?help,two words", "invalid command 'two words': expected one word"),
+])
+def test_help_refuses(line, message):
+    with pytest.raises(ArgumentError, match=f"^{re.escape(message)}$"):
+        handle(DBProtocolHandler(SweepBackend(make_clock())), line)
+
+
+def test_a_backend_may_answer_help_itself():
+    class OwnHelp(Backend):
+        @command("help", summary="our own")
+        def own_help(self):
+            return ["read the manual"]
+    handler = DBProtocolHandler(OwnHelp(make_clock()))
+    assert text(handle(handler, "?help")) == "!help,ok,read the manual"
+
+
+def test_help_goes_through_an_overridden_handle_when_served():
+    class Counting(DBProtocolHandler):
+        seen: list = []
+
+        def handle(self, message):
+            self.seen.append(message.name)
+            return super().handle(message)
+    handler = Counting(SweepBackend(make_clock()))
+    assert Responder(handler).respond(b"?help,cal-on").startswith(b"!help,ok,cal-on")
+    assert handler.seen == ["help"]
+
+
 # -- debug handlers -------------------------------------------------------------------
 
 def test_always_ok_echoes_arguments():
@@ -648,7 +700,7 @@ def test_stop_closes_a_backend_with_a_pending_start():
 # -- routes: built once, when the handler is made ----------------------------------
 
 def test_every_command_has_a_route(handler):
-    assert set(handler.routes) == set(handler.commands) == set(COMMANDS)
+    assert set(handler.routes) == set(handler.commands) == set(COMMANDS) | {"help"}
 
 
 def test_methods_are_looked_up_when_the_handler_is_made(backend, handler):

@@ -8,7 +8,7 @@ import pytest
 from twisted.internet import defer, task
 from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.testing import StringTransport
-from twisted.logger import globalLogPublisher
+from twisted.logger import formatEvent, globalLogPublisher
 
 from discosbackend.backend import Backend
 from discosbackend.grammar import parse_line
@@ -313,6 +313,92 @@ def test_half_close_gets_every_reply_then_closes(clock):
     assert lines(transport) == [b"!get-tpi,ok,1.0,2.0", b"!version,ok,1.4"]
     assert transport.disconnecting
     protocol.writeConnectionLost()
+
+
+class Stuck(Handler):
+    """Answers ``stuck`` never, anything else at once."""
+
+    def __init__(self):
+        self.pending: list[defer.Deferred] = []
+
+    def handle(self, message):
+        if message.name == "stuck":
+            self.pending.append(defer.Deferred())
+            return self.pending[-1]
+        return ok(message.name)
+
+
+def test_a_half_closed_connection_waits_linger_seconds_for_its_replies(clock, logged):
+    handler = Stuck()
+    protocol, transport, factory = connect(handler, clock, linger=30)
+    transport.clear()
+    protocol.dataReceived(b"?x\n?stuck\n?y\n")
+    protocol.readConnectionLost()
+    clock.advance(29.9)
+    assert not transport.disconnecting
+    clock.advance(0.1)
+    assert transport.disconnecting  # given up: the socket does not stay half-open
+    assert lines(transport) == [b"!x,ok"]
+    assert "it closed its side and 2 replies still due after 30 s" in " ".join(
+        formatEvent(event) for event in logged)
+    protocol.connectionLost(None)
+    handler.pending[0].callback(ok("stuck"))  # too late: written nowhere, no error
+    assert lines(transport) == [b"!x,ok"]
+    assert protocol not in factory.connections
+
+
+def test_a_half_closed_connection_closes_when_its_last_reply_comes(clock):
+    handler = Stuck()
+    protocol, transport, _ = connect(handler, clock, linger=30)
+    protocol.dataReceived(b"?stuck\n")
+    protocol.readConnectionLost()
+    clock.advance(10)
+    handler.pending[0].callback(ok("stuck"))
+    assert transport.disconnecting
+    assert lines(transport)[-1] == b"!stuck,ok"
+    protocol.connectionLost(None)
+    assert not clock.getDelayedCalls()  # the linger timer went with the connection
+
+
+def test_a_half_closed_connection_closes_when_its_last_reply_times_out(clock):
+    protocol, transport, _ = connect(Stuck(), clock, timeout=5, linger=30)
+    protocol.dataReceived(b"?stuck\n")
+    protocol.readConnectionLost()
+    clock.advance(5)
+    assert transport.disconnecting
+    assert lines(transport)[-1] == b"!stuck,fail,timeout after 5 s"
+
+
+def test_without_linger_a_half_closed_connection_waits_for_ever(clock):
+    protocol, transport, _ = connect(Stuck(), clock, linger=None)
+    protocol.dataReceived(b"?stuck\n")
+    protocol.readConnectionLost()
+    assert not clock.getDelayedCalls()
+    assert not transport.disconnecting
+
+
+def test_connections_are_logged_with_their_peer_and_exchanges_only_when_asked(clock, logged):
+    quiet, transport, _ = connect(Stuck(), clock)
+    quiet.dataReceived(b"?x\n")
+    quiet.connectionLost(None)
+    peer = "192.168.1.1:54321"  # StringTransport's
+    assert [formatEvent(event) for event in logged] == [
+        f"connection from {peer}", f"connection from {peer} closed"]
+    assert all(event["peer"] == peer for event in logged)
+    del logged[:]
+    handler = Stuck()
+    talkative, transport, _ = connect(handler, clock, log_requests=True, max_line=16)
+    talkative.dataReceived(b"?stuck\n?x\n?long," + b"y" * 20 + b"\n")
+    clock.advance(0.5)
+    handler.pending[0].callback(ok("stuck"))
+    exchanged = [(event["request"], event["reply"], event["duration_ms"])
+                 for event in logged if "duration_ms" in event]
+    assert exchanged == [("?x", "!x,ok", 0.0),
+                         ("?long," + "y" * 20, "!long,invalid,line too long: over 16 bytes",
+                          0.0),
+                         ("?stuck", "!stuck,ok", 500.0)]  # logged when ready, not written
+    assert lines(transport)[1:] == [b"!stuck,ok", b"!x,ok",
+                                    b"!long,invalid,line too long: over 16 bytes"]
 
 
 def test_half_close_with_nothing_pending_closes_at_once(clock):

@@ -1,4 +1,4 @@
-"""The Responder: one grammatical reply per line, errors mapped per PROTOCOL.md §3."""
+"""The Responder: one grammatical reply per line, errors mapped per docs/protocol.md section 4."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from twisted.internet import defer, task
-from twisted.logger import LogLevel, globalLogPublisher
+from twisted.logger import LogLevel, formatEvent
 
 from types import MappingProxyType
 
@@ -33,14 +33,6 @@ class Hardware(Backend):
         if configuration == "async-refused":
             return defer.fail(BackendError("hardware-error"))
         return None
-
-
-@pytest.fixture(name="logged")
-def logged_fixture():
-    events: list[dict] = []
-    globalLogPublisher.addObserver(events.append)
-    yield events
-    globalLogPublisher.removeObserver(events.append)
 
 
 def answer(responder: Responder, line: bytes) -> bytes:
@@ -169,12 +161,65 @@ def test_too_long_names_the_request_when_it_can():
     assert name_of(b"\xff\xfe") == "undefined"
 
 
-def test_log_requests_logs_request_and_reply_at_debug(clock, logged):
+def exchanges(logged: list[dict]) -> list[tuple]:
+    """The exchange events logged: (level, peer, request, reply, duration in ms)."""
+    return [(event["log_level"], event["peer"], event["request"], event["reply"],
+             event["duration_ms"]) for event in logged if "duration_ms" in event]
+
+
+@pytest.mark.parametrize("line, reply", [
+    (b"?version", "!version,ok,1.4"),
+    (b"?set-configuration,refused", "!set-configuration,fail,unknown configuration "
+                                    "'refused'; try SK00"),
+    (b"?frobnicate", "!frobnicate,invalid,unknown command 'frobnicate'"),
+    (b"hello", "!undefined,invalid,bad message type 'h': a line starts with '?' or '!'"),
+    (b"?status,\xff\x1b", "!status,invalid,control character ESC in argument 1"),
+])
+def test_respond_logged_logs_every_kind_of_exchange_once(clock, logged, line, reply):
     responder = Responder(DBProtocolHandler(Hardware(clock)), clock=clock, log_requests=True)
-    answer(responder, b"?version")
-    texts = [event["log_format"] for event in logged if event.get("log_namespace", "")
-             .startswith("discosbackend.responder")]
-    assert texts == ["request {request}", "reply {reply}"]
+    assert answer(responder, line) == reply.encode() + b"\r\n"
+    assert not exchanges(logged)  # respond itself never logs
+    assert responder.respond_logged("10.0.0.1:4000", line) == reply.encode() + b"\r\n"
+    shown = line.decode("utf-8", "replace")
+    assert exchanges(logged) == [(LogLevel.debug, "10.0.0.1:4000", shown, reply, 0.0)]
+
+
+def test_a_timeout_is_logged_as_an_exchange_and_as_a_warning(clock, logged):
+    responder = Responder(DBProtocolHandler(Hardware(clock)), clock=clock, timeout=2.5,
+                          log_requests=True)
+    pending = responder.respond_logged("peer", b"?set-configuration,slow")
+    assert isinstance(pending, defer.Deferred) and not exchanges(logged)
+    clock.advance(2.5)
+    assert responder_result(pending) == b"!set-configuration,fail,timeout after 2.5 s\r\n"
+    assert exchanges(logged) == [(LogLevel.debug, "peer", "?set-configuration,slow",
+                                  "!set-configuration,fail,timeout after 2.5 s", 2500.0)]
+    warnings = [event for event in logged if event["log_level"] == LogLevel.warn]
+    assert [formatEvent(event) for event in warnings] == [
+        "no reply to ?set-configuration,slow within 2.5 s: answered fail"]
+
+
+def test_a_late_reply_is_logged_with_its_duration_from_arrival(clock, logged):
+    late: defer.Deferred = defer.Deferred()
+
+    class Later(Handler):
+        def handle(self, message: Message):
+            return late
+    responder = Responder(Later(), clock=clock, log_requests=True)
+    pending = responder.respond_logged("peer", b"?x,1")
+    clock.advance(0.25)
+    late.callback(ok("x", "1"))
+    assert responder_result(pending) == b"!x,ok,1\r\n"
+    assert exchanges(logged) == [(LogLevel.debug, "peer", "?x,1", "!x,ok,1", 250.0)]
+
+
+def test_an_overlong_line_is_logged_only_when_logging(clock, logged):
+    quiet = Responder(AlwaysOkHandler(), clock=clock)
+    quiet.too_long(b"?set-filename,/very/long", 10, "peer")
+    assert not exchanges(logged)
+    talkative = Responder(AlwaysOkHandler(), clock=clock, log_requests=True)
+    talkative.too_long(b"?set-filename,/very/long", 10, "peer")
+    assert exchanges(logged) == [(LogLevel.debug, "peer", "?set-filename,/very/long",
+                                  "!set-filename,invalid,line too long: over 10 bytes", 0.0)]
 
 
 def test_no_request_logging_by_default(responder, logged):

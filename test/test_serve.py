@@ -11,6 +11,7 @@ on a ``MemoryReactor``.
 from __future__ import annotations
 
 import io
+import json
 import socket
 import sys
 import time
@@ -22,7 +23,6 @@ from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
 from twisted.internet.defer import Deferred
 from twisted.internet.error import CannotListenError
 from twisted.internet.testing import MemoryReactorClock
-from twisted.logger import PredicateResult
 from twisted.python.failure import Failure
 
 from _helpers_simulator import ROOT, LineClient, ServeProcess, Wire, run_serve, start_serve
@@ -317,7 +317,39 @@ def test_serve_own_backend_and_sigterm() -> None:
     assert status == 0, err
     assert "Traceback" not in err
     assert "Received SIGTERM" in err
-    assert "request ?get-tpi,0,0" in err  # -v logs requests
+    assert " ?get-tpi,0,0 -> !get-tpi,ok,812.5,790.25 (" in err  # -v logs exchanges
+
+
+def test_json_log_file_has_every_exchange_with_peer_and_duration(tmp_path: Path) -> None:
+    log = tmp_path / "serve.jsonl"
+    log.write_text("kept\n")  # appended to, not replaced
+    server = start_serve(["--backend", "serving:TestsBackend", "--port", "0", "-v",
+                          "--timeout", "0.2", "--log-file", str(log), "--log-format", "json"],
+                         cwd=ROOT / "test")
+    try:
+        with LineClient(server.port) as client:
+            peer = "%s:%d" % client.socket.getsockname()
+            asked = ["?get-rms", "?set-configuration,bad", "?nope", "hello", "?slow,1"]
+            replies = [client.ask(line) for line in asked]
+    finally:
+        status, err = server.terminate()
+    assert status == 0 and err == "", err  # everything went to the file
+    assert replies[-1] == "!slow,fail,timeout after 0.2 s"
+    lines = log.read_text().splitlines()
+    assert lines[0] == "kept"
+    records = [json.loads(line) for line in lines[1:]]
+    assert all({"time", "level", "namespace", "message"} <= set(record) for record in records)
+    assert all(record["time"].endswith("Z") for record in records)
+    exchanges = [record for record in records if "duration_ms" in record]
+    assert [(r["peer"], r["request"], r["reply"], r["level"]) for r in exchanges] == [
+        (peer, line, reply, "debug") for line, reply in zip(asked, replies)]
+    assert all(r["duration_ms"] >= 0 for r in exchanges)
+    assert 150 < exchanges[-1]["duration_ms"] < 5000  # the timeout, measured from arrival
+    assert any(r["level"] == "warn" and r["message"].startswith("no reply to ?slow,1 within")
+               for r in records)
+    connections = [r["message"] for r in records if r.get("peer") == peer
+                   and "duration_ms" not in r]
+    assert connections == [f"connection from {peer}", f"connection from {peer} closed"]
 
 
 # -- bad command lines -------------------------------------------------------
@@ -325,19 +357,35 @@ def test_serve_own_backend_and_sigterm() -> None:
 
 @pytest.fixture(name="busy_port", scope="module")
 def fixture_busy_port() -> Iterator[int]:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        sock.listen()
-        yield sock.getsockname()[1]
+    """A loopback port something listens on, the port before it free (for the control clash)."""
+    for _ in range(50):
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+            with socket.socket() as before:
+                try:
+                    before.bind(("127.0.0.1", port - 1))
+                except OSError:
+                    continue
+            sock.listen()
+            yield port
+            return
+    raise RuntimeError("no free pair of ports")  # pragma: no cover
 
 
 BAD = {
     "unknown module": (["--backend", "nosuchmodule:Backend"],
                        "--backend 'nosuchmodule:Backend': no module named 'nosuchmodule'"),
     "not a backend": (["--backend", "discosbackend.grammar:Message"],
-                      "--backend 'discosbackend.grammar:Message': not a backend"),
+                      "--backend 'discosbackend.grammar:Message': not a backend (no command "
+                      "methods; subclass discosbackend.backend.Backend)"),
     "port in use": (["--port", "{busy}"],
                     "cannot listen on tcp:{busy}:interface=127.0.0.1: Address already in use"),
+    "control port in use": (["--port", "{before_busy}"],
+                            "cannot listen on the control port tcp:{busy}:interface=127.0.0.1 "
+                            "(the public port + 1): Address already in use; choose another "
+                            "with --control-port N, or none to turn it off"),
+
     "bad endpoint": (["--endpoint", "nosuch:thing"],
                      "bad endpoint 'nosuch:thing': "),
 }
@@ -346,7 +394,8 @@ BAD = {
 @pytest.fixture(name="bad_runs", scope="module")
 def fixture_bad_runs(busy_port: int) -> dict[str, tuple[int, str, str]]:
     """Run every bad command line at once; their exit status, stdout, stderr."""
-    processes = {name: run_serve([a.format(busy=busy_port) for a in arguments])
+    processes = {name: run_serve([a.format(busy=busy_port, before_busy=busy_port - 1)
+                                  for a in arguments])
                  for name, (arguments, _) in BAD.items()}
     results = {}
     for name, process in processes.items():
@@ -364,6 +413,8 @@ def test_bad_command_line(name: str, bad_runs: dict, busy_port: int) -> None:
     assert "Traceback" not in err
     assert err.count("\n") == 1, err
     assert err.startswith(expected), err
+    if name != "bad endpoint":  # Twisted words the rest of that one
+        assert err == expected + "\n"
 
 
 # -- in-process: arguments, backends, addresses ------------------------------
@@ -528,10 +579,33 @@ def test_build_own_backends() -> None:
     (["--configurations", "/no/such.toml"],
      "--configurations: cannot read /no/such.toml: No such file or directory"),
     (["--port", "65535"], "no default control port after 65535"),
+    (["--interface", "0.0.0.0", "--endpoint", "unix:/tmp/b.sock"],
+     "--endpoint and --interface conflict"),
+    (["--port", "1", "--interface", "::1", "--endpoint", "tcp:1"],
+     "--endpoint and --port and --interface conflict"),
+    (["--control-port", "none", "--control-interface", "::1"],
+     "--control-interface and --control-port none contradict each other"),
+    (["--endpoint", "unix:/tmp/b.sock", "--control-interface", "::1"],
+     "--control-interface needs --control-port N"),
+    (["--backend", f"{__name__}:Plain", "--control-interface", "::1"],
+     "--control-interface applies to the simulator only"),
 ])
 def test_build_refuses(arguments: list[str], message: str) -> None:
     with pytest.raises(CommandLineError, match=message):
         serve_module.build(parse(*arguments))
+
+
+@pytest.mark.parametrize("arguments, message", [
+    (["--port", "9000", "--endpoint", "tcp:9000"],
+     "--endpoint and --port conflict: the endpoint string says where to listen; give one "
+     "or the other"),
+    (["--port", "0", "--log-file", "/nonexistent/dir/serve.log"],
+     "--log-file '/nonexistent/dir/serve.log': cannot open it: No such file or directory"),
+])
+def test_main_reports_conflicts_and_unwritable_logs_before_listening(
+        arguments: list[str], message: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["serve", *arguments]) == 2
+    assert capsys.readouterr() == ("", f"discos-backend serve: {message}\n")
 
 
 def test_main_reports_bad_backend(capsys: pytest.CaptureFixture[str]) -> None:
@@ -553,20 +627,17 @@ def test_describe_address(address: object, text: str) -> None:
     assert serve_module.describe_address(address) == text
 
 
-def test_factory_noise_filtered() -> None:
-    noise = {"log_format": "Starting factory {factory!r}"}
-    assert serve_module._not_factory_noise(noise) is PredicateResult.no
-    assert serve_module._not_factory_noise({"log_format": "connection from {peer}"}) \
-        is PredicateResult.maybe
-    assert serve_module._not_factory_noise({}) is PredicateResult.maybe
-
-
 def test_listen_error_text() -> None:
     refused = CannotListenError("127.0.0.1", 1, OSError(98, "Address already in use"))
     assert serve_module._listen_error(Failure(refused), "tcp:1") == (
         "cannot listen on tcp:1: Address already in use")
     assert serve_module._listen_error(Failure(RuntimeError("odd")), "x") == (
         "cannot listen on x: odd")
+    assert serve_module._listen_error(Failure(RuntimeError("odd")), "x", "auto") == (
+        "cannot listen on the control port x (the public port + 1): odd; choose another "
+        "with --control-port N, or none to turn it off")
+    assert serve_module._listen_error(Failure(refused), "tcp:1", "given").startswith(
+        "cannot listen on the control port tcp:1: Address already in use; choose another")
 
 
 # -- in-process: serve() on a memory reactor ---------------------------------
@@ -575,7 +646,8 @@ def test_listen_error_text() -> None:
 @pytest.fixture(name="quiet")
 def fixture_quiet(monkeypatch: pytest.MonkeyPatch) -> list[bool]:
     began: list[bool] = []
-    monkeypatch.setattr(serve_module, "_begin_logging", began.append)
+    monkeypatch.setattr(serve_module, "_begin_logging",
+                        lambda stream, verbose, log_format: began.append(verbose))
     return began
 
 
@@ -618,7 +690,8 @@ def test_serve_control_port_in_use(quiet: list[bool]) -> None:
     out = io.StringIO()
     setup = serve_module.build(parse("--port", "0", "--control-port", "9"))
     with pytest.raises(CommandLineError,
-                       match="cannot listen on tcp:9:interface=127.0.0.1: Address already"):
+                       match="cannot listen on the control port tcp:9:interface=127.0.0.1: "
+                             "Address already in use; choose another with --control-port"):
         serve_module.serve(setup, reactor=reactor, out=out)
     assert out.getvalue() == "" and quiet == [] and not reactor.hasRun
 
@@ -649,7 +722,8 @@ def test_serve_late_listen_failure(quiet: list[bool], monkeypatch: pytest.Monkey
 
     monkeypatch.setattr(serve_module.server, "listen", late_listen)
     setup = serve_module.build(parse("--port", "0", "--control-port", "5"))
-    with pytest.raises(CommandLineError, match="cannot listen on tcp:5:interface=127.0.0.1"):
+    with pytest.raises(CommandLineError,
+                       match="cannot listen on the control port tcp:5:interface=127.0.0.1"):
         serve_module.serve(setup, reactor=reactor, out=io.StringIO())
     assert reactor.hasRun and stopped == ["stopped"] and quiet == []
 

@@ -27,7 +27,7 @@ from serving import closed_port
 
 
 class SessionBackend(Backend):
-    """Just enough state for the session of PROTOCOL.md §6."""
+    """Just enough state for the session of docs/protocol.md section 8."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -230,6 +230,31 @@ def test_stop_closes_connections_and_calls_handler_stop():
     yield server.stop(port)
     yield client.lost
     assert closed == [True]
+
+
+class Hanging(SessionBackend):
+    """``convert-data`` never answers."""
+
+    def convert_data(self):
+        return defer.Deferred()
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_half_closed_client_is_closed_when_its_reply_times_out_or_after_linger():
+    for options, reply in (({"timeout": 0.2}, b"!convert-data,fail,timeout after 0.2 s"),
+                           ({"linger": 0.2}, None)):
+        port = yield serve(Hanging(), **options)
+        try:
+            client = yield connect_to(port)
+            yield client.wait(1)
+            client.transport.write(b"?convert-data\r\n")
+            client.transport.loseWriteConnection()  # as `nc -q` does: no more requests
+            guard = reactor.callLater(10, client.lost.cancel)
+            yield client.lost  # the server closed: no socket left half-open
+            guard.cancel()
+            assert client.lines[1:] == ([reply] if reply else [])
+        finally:
+            yield server.stop(port)
 
 
 @pytest_twisted.inlineCallbacks

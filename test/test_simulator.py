@@ -34,7 +34,7 @@ feeds = [1, 1, 4, 4]
 polarizations = ["L", "R", "FullStokes", "2"]
 """)
 
-#: PROTOCOL.md section 6: every one must be answered ok with default settings.
+#: docs/protocol.md section 8: every one must be answered ok with default settings.
 MUST_ACCEPT = [
     "?set-section,1,50.0,200.0,1,CP,10,2048", "?set-section,1,*,*,*,*,*,*", "?cal-on",
     "?cal-on,10", "?set-enable,0,0", "?set-shift,3", "?get-tpi", "?get-tpi,0,0", "?get-rms",

@@ -263,13 +263,12 @@ class TheSuiteCatchesBrokenBackends(SynchronousTestCase):
         result = run_case(BusySetEnableCase)
         self.assertEqual(failing(result), {WHILE_ACQUIRING, SARDARA, SKARAB})
         for name in (WHILE_ACQUIRING, SARDARA, SKARAB):
-            error = dict((test.id().rsplit(".test_", 1)[-1], error)
-                         for test, error in result.failures)[name].value
-            self.assertIsInstance(error, DiscosAborts)
-            self.assertEqual(error.received, "!set-enable,fail,busy acquiring")
-            self.assertEqual(error.why, "DISCOS aborts on this: the real DISCOS client does not "
-                                        "handle a fail to set-enable: its component ends "
-                                        "(refuse only values no schedule sends)")
+            # A failed test shows the check's lines, not the library's exception.
+            text = failure_of(result, name)
+            self.assertIn("received: !set-enable,fail,busy acquiring", text)
+            self.assertIn("why:      DISCOS aborts on this: the real DISCOS client does not "
+                          "handle a fail to set-enable: its component ends "
+                          "(refuse only values no schedule sends)", text)
         self.assertIn("expected: !set-enable,ok (while acquiring)",
                       failure_of(result, WHILE_ACQUIRING))
         self.assertIn("(step 36 of 49 of the real Sardara session)", failure_of(result, SARDARA))
@@ -795,6 +794,59 @@ def test_a_user_module_passes_under_unittest(tmp_path: Path) -> None:
                           env=_env(tmp_path), check=False)
     assert done.returncode == 0, done.stderr
     assert f"OK (skipped={len(STATE_CHANGING)})" in done.stderr
+
+
+FAILING_MODULE = """\
+from discosbackend.simulator import BackendSimulator
+from discosbackend.testing import BackendTestCase
+
+
+class TwoValues(BackendSimulator):
+    def status(self):
+        return self.time(), "ok"
+
+
+class MineConforms(BackendTestCase):
+    def make_backend(self):
+        return TwoValues()
+"""
+FAILING_TEST = "test_status_reply_has_a_timestamp_a_word_and_a_flag"
+
+
+def test_a_failure_shows_what_was_sent_and_received_not_the_library(tmp_path: Path) -> None:
+    (tmp_path / "test_failing.py").write_text(FAILING_MODULE)
+    test_id = f"test_failing.MineConforms.{FAILING_TEST}"
+    commands = {
+        "pytest": [sys.executable, "-m", "pytest", "-p", "no:cacheprovider",
+                   f"test_failing.py::MineConforms::{FAILING_TEST}"],
+        "trial": [sys.executable, "-m", "twisted.trial", test_id],
+        "unittest": [sys.executable, "-m", "unittest", test_id],
+    }
+    running = {name: subprocess.Popen(command, cwd=tmp_path, env=_env(tmp_path), text=True,
+                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+               for name, command in commands.items()}
+    outputs = {name: process.communicate(timeout=120)[0] for name, process in running.items()}
+    sent = "sent:     ?status"
+    received = "received: !status,fail,backend returned 2 values for status"
+    for name, output in outputs.items():
+        assert running[name].poll() != 0, output
+        assert sent in output and received in output, output
+        library = [line for line in output.splitlines() if 'File "' in line
+                   and "discosbackend" in line and not line.strip().endswith(", in test")]
+        # Only the test's own two frames at most (trial shows them), never the
+        # runner's, the checks' or the session's that ran the exchange.
+        for line in library:
+            assert "testing/case.py" in line, output
+        assert not any(word in output for word in ("runner.py", "checks.py", "session.py",
+                                                   "defer.py")), output
+    # pytest: the failure's first line is what was sent.
+    lines = outputs["pytest"].splitlines()
+    header = next(i for i, line in enumerate(lines) if FAILING_TEST in line and "___" in line)
+    following = [line for line in lines[header + 1:] if line.strip()]
+    assert following[0] == f"E   AssertionError: {sent}", outputs["pytest"]
+    assert "case.py" not in outputs["pytest"]
+    # unittest: none of the library's frames.
+    assert "discosbackend" not in outputs["unittest"]
 
 
 def _env(path: Path) -> dict[str, str]:

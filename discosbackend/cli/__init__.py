@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import pkgutil
+import signal
 import sys
 from typing import Any, Callable, Sequence, TypeVar
 
@@ -24,6 +26,7 @@ T = TypeVar("T")
 
 #: Subcommands listed first in ``--help``, in this order; others follow.
 _ORDER = ("serve", "send", "console", "check", "proxy", "replay")
+_SIGPIPE = int(getattr(signal, "SIGPIPE", 13))
 
 
 class CommandLineError(Exception):
@@ -51,6 +54,8 @@ def react(work: Callable[[Any], defer.Deferred[T]],
         raise KeyboardInterrupt()
     result = outcome[0]
     if isinstance(result, Failure):
+        if result.check(BrokenPipeError):  # our reader went away: main() leaves quietly
+            result.raiseException()
         if result.check(*expected):
             raise CommandLineError(result.getErrorMessage())
         assert result.type is not None  # a Failure always holds an exception
@@ -83,15 +88,46 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _parse(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> argparse.Namespace:
+    """Parse ``argv``; an argument no subcommand knows is that subcommand's error.
+
+    (argparse leaves such arguments to the top-level parser, whose usage
+    line would not say what the subcommand takes.)
+    """
+    arguments, unknown = parser.parse_known_args(argv)
+    if unknown:
+        # pylint: disable=protected-access
+        subparsers = next(action for action in parser._actions
+                          if isinstance(action, argparse._SubParsersAction))
+        subparsers.choices[arguments.subcommand].error(
+            f"unrecognized arguments: {' '.join(unknown)}")
+    return arguments
+
+
+def _quiet_broken_pipe() -> int:
+    """The reader of our output went away (``| head``): leave quietly, as Unix tools do.
+
+    Standard output is pointed at /dev/null so that flushing it at exit
+    cannot fail again; the status is the shell's for death by SIGPIPE.
+    """
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):  # pragma: no cover - stdout is not a real file
+        pass
+    return 128 + _SIGPIPE
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run ``discos-backend``; returns the exit status."""
-    parser = build_parser()
-    arguments = parser.parse_args(argv)
+    arguments = _parse(build_parser(), argv)
     try:
         return int(arguments.run(arguments) or 0)
     except CommandLineError as error:
         print(f"discos-backend {arguments.subcommand}: {error}", file=sys.stderr)
         return 2
+    except BrokenPipeError:
+        return _quiet_broken_pipe()
     except KeyboardInterrupt:
         return 130
 

@@ -31,6 +31,7 @@ from discosbackend.testing.checks import Check
 from discosbackend.testing.runner import (ABORTS, ABORTS_REASON, FAILED, FAILING, PASSED,
                                           SKIPPED, Result, run_checks, select_checks)
 from discosbackend.testing.session import CannotConnect, Settings
+from discosbackend.wording import counted
 
 __all__ = ["add_parser", "run", "symbols", "format_result", "summary", "junit_xml",
            "list_checks"]
@@ -210,7 +211,7 @@ def run(arguments: argparse.Namespace) -> int:
 def _run_checks(address: Address, settings: Settings, checks: list[tuple[Check, str | None]],
                 reactor: Any) -> defer.Deferred[list[Result]]:
     marks = symbols(sys.stdout)
-    header = [f"checking {address}: {len(checks)} checks"]
+    header = [f"checking {address}: {counted(len(checks), 'check')}"]
 
     def report(result: Result) -> None:
         if header:  # only once the server answered: nothing on stdout if it cannot be reached

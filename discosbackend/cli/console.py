@@ -2,10 +2,15 @@
 
 Type requests with or without their leading ``?`` (``get-tpi,0,0``); each
 reply is printed as received, coloured by its code on a terminal.  ``help``
-lists the commands from the same declarations the server uses, ``help
+lists the commands from the same declarations the server uses, plus the
+extension commands the server lists in its reply to ``?help``; ``help
 NAME`` shows one; ``quit``, ``exit`` or end of input leaves.  On a terminal
 the line editor has history (kept in ``~/.discos_backend_history``) and
 completes command names with TAB.
+
+The console stays up: a reply that times out, a server that goes away and
+Ctrl-C while waiting are reported, the connection is closed, and the next
+request typed reconnects (saying so).
 """
 
 from __future__ import annotations
@@ -13,15 +18,16 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from typing import Any, Callable, Iterable, TextIO
+from functools import partial
+from typing import Any, Callable, TextIO
 
 from discosbackend.cli import CommandLineError
 from discosbackend.cli.send import add_connection_arguments, parse_request_line, write_line
 from discosbackend.client.address import parse_address
 from discosbackend.client.blocking import BlockingClient
 from discosbackend.client.errors import ClientError
-from discosbackend.commands import COMMANDS, Command
-from discosbackend.grammar import FAIL, INVALID, OK, REQUEST
+from discosbackend.commands import COMMANDS, HELP, Command
+from discosbackend.grammar import FAIL, INVALID, OK, REQUEST, request
 
 __all__ = ["add_parser", "run", "Console", "HISTORY_FILE"]
 
@@ -62,16 +68,24 @@ def _describe(command: Command) -> list[str]:
 class Console:
     """The console's logic, without the terminal: one typed line at a time.
 
-    ``client`` is a connected :class:`BlockingClient`; output goes to
-    ``output``, with ANSI colours when ``colour`` is true.
+    ``connect`` opens a :class:`BlockingClient` (and raises
+    :class:`~discosbackend.client.errors.ClientError` when it cannot); the
+    console calls it again whenever a request is typed while the connection
+    is closed, after a reply timed out or the server went away.  Output goes
+    to ``output``, with ANSI colours when ``colour`` is true.
     """
 
-    def __init__(self, client: BlockingClient, output: TextIO, *, colour: bool = False,
-                 commands: dict[str, Command] | None = None) -> None:
-        self.client = client
+    def __init__(self, connect: Callable[[], BlockingClient], output: TextIO, *,
+                 colour: bool = False) -> None:
+        self._connect = connect
         self.output = output
         self.colour = colour
-        self.commands = commands if commands is not None else COMMANDS
+        #: The open connection; ``None`` before :meth:`open` and after a loss.
+        self.client: BlockingClient | None = None
+        #: The standard commands, described from the declarations the server uses.
+        self.commands: dict[str, Command] = dict(COMMANDS)
+        #: The server's other commands (``?help``): name -> (usage, summary).
+        self.extensions: dict[str, tuple[str, str]] = {}
 
     def say(self, text: str, kind: str | None = None) -> None:
         """Print ``text``, coloured for ``kind`` (a return code, ``error``, ``note``)."""
@@ -79,17 +93,53 @@ class Console:
             text = _COLOURS[kind] + text + _RESET
         write_line(text, self.output)
 
+    def open(self, again: bool = False) -> None:
+        """Connect; show where, the greeting, and learn the server's extension commands.
+
+        Raises :class:`~discosbackend.client.errors.ClientError` when the
+        connection cannot be opened.
+        """
+        client = self._connect()
+        self.client = client
+        self.say(f"{'reconnected' if again else 'connected'} to {client.address}", "note")
+        self.say(client.greeting_line, OK)
+        self._learn_extensions(client)
+
+    def _learn_extensions(self, client: BlockingClient) -> None:
+        """Ask ``?help`` which commands the server answers beyond the standard ones.
+
+        A server that does not answer it (it is not part of the protocol)
+        has the standard commands only.
+        """
+        listing, _ = client.exchange(request(HELP))
+        if listing.code != OK:
+            return
+        self.extensions = {}
+        for name in listing.arguments:
+            if name in self.commands or name == HELP:
+                continue
+            described, _ = client.exchange(request(HELP, name))
+            if described.code == OK and len(described.arguments) >= 2:
+                self.extensions[name] = (described.arguments[0], described.arguments[1])
+            else:
+                self.extensions[name] = (name, "")
+
+    def close(self) -> None:
+        """Close the connection, if open."""
+        if self.client is not None:
+            self.client.close()
+            self.client = None
+
     def greet(self) -> None:
-        """Show where we are connected, the greeting, and how to get help."""
-        self.say(f"connected to {self.client.address}", "note")
-        self.say(self.client.greeting_line, OK)
+        """Say how to get help (once, after the first connection)."""
         self.say("type help for the commands, quit to leave", "note")
 
     def handle(self, line: str) -> bool:
         """Act on one typed line; return ``False`` when the console should end.
 
+        A request typed while the connection is closed reconnects first.
         Raises :class:`~discosbackend.client.errors.ClientError` when the
-        connection is lost.
+        connection cannot be opened or is lost (the console then has none).
         """
         words = line.split()
         if not words or line.lstrip().startswith("#"):
@@ -105,6 +155,9 @@ class Console:
         except ValueError as error:
             self.say(f"error: {error}", "error")
             return True
+        if self.client is None or self.client.closed:
+            self.open(again=True)
+        assert self.client is not None  # open() set it or raised
         reply, received = self.client.exchange(message)
         self.say(received, reply.code)
         return True
@@ -112,21 +165,29 @@ class Console:
     def help(self, topic: str | None = None) -> None:
         """List the commands, or describe the command ``topic``."""
         if topic is not None:
-            command = self.commands.get(topic.lstrip(REQUEST))
-            if command is None:
+            name = topic.lstrip(REQUEST)
+            command = self.commands.get(name)
+            if command is not None:
+                for text in _describe(command):
+                    self.say(text)
+            elif name in self.extensions:
+                usage, summary = self.extensions[name]
+                self.say(usage)
+                self.say(f"  {summary or 'no description'}")
+                self.say("  an extension command of this server, as its ?help describes it")
+            else:
                 self.say(f"error: unknown command {topic!r}: type help for the list", "error")
-                return
-            for text in _describe(command):
-                self.say(text)
             return
         self.say("Requests: NAME[,ARGUMENT...], with or without the leading '?'. Commands:")
-        for command in self.commands.values():
-            usage = command.usage()
+        entries = [(command.usage(), command.summary) for command in self.commands.values()]
+        for usage, summary in entries + list(self.extensions.values()):
             if len(usage) > _USAGE_WIDTH:
                 self.say(f"  {usage}")
-                self.say(f"  {'':{_USAGE_WIDTH}}  {command.summary}")
+                self.say(f"  {'':{_USAGE_WIDTH}}  {summary}")
             else:
-                self.say(f"  {usage:{_USAGE_WIDTH}}  {command.summary}")
+                self.say(f"  {usage:{_USAGE_WIDTH}}  {summary}")
+        if self.extensions:
+            self.say(f"Extensions of this server: {', '.join(self.extensions)}.")
         self.say("Console: help [COMMAND], quit (or exit, or end of input).")
 
     def completions(self, before: str, text: str) -> list[str]:
@@ -134,14 +195,19 @@ class Console:
         words = before.split()
         if words and not (len(words) == 1 and words[0].lower() in HELP_WORDS):
             return []
-        names: Iterable[str] = self.commands
+        names: list[str] = [*self.commands, *self.extensions]
         if not words:
-            names = [*self.commands, "help", *QUIT_WORDS]
+            names += ["help", *QUIT_WORDS]
         prefix = REQUEST if text.startswith(REQUEST) else ""
         return [prefix + name for name in names if name.startswith(text[len(prefix):])]
 
     def run(self, read: Callable[[], str]) -> int:
-        """Read lines with ``read`` until quit or EOF; return the exit status."""
+        """Read lines with ``read`` until quit or end of input; return the exit status (0).
+
+        A reply that times out, a lost connection, a server that cannot be
+        reached and Ctrl-C while waiting are reported; the console goes on,
+        and the next request reconnects.
+        """
         while True:
             try:
                 line = read()
@@ -155,7 +221,16 @@ class Console:
                     return 0
             except ClientError as error:
                 self.say(f"error: {error}", "error")
-                return 2
+                self._lost()
+            except KeyboardInterrupt:  # Ctrl-C while waiting: the reply is abandoned
+                self.say("error: interrupted while waiting for the reply", "error")
+                self.close()  # its late reply would answer the next request
+                self._lost()
+
+    def _lost(self) -> None:
+        """After a connection error: close what is left, say what happens next."""
+        self.close()
+        self.say("not connected: the next request reconnects", "note")
 
 
 class _LineEditor:
@@ -224,14 +299,20 @@ def add_parser(subparsers: Any) -> None:
 def run(arguments: argparse.Namespace) -> int:
     """Run the console; return the exit status."""
     try:
-        client = BlockingClient.connect(parse_address(arguments.address),
-                                        timeout=arguments.timeout)
+        address = parse_address(arguments.address)
+    except ValueError as error:
+        raise CommandLineError(str(error)) from None
+    console = Console(partial(BlockingClient.connect, address, timeout=arguments.timeout),
+                      sys.stdout, colour=_use_colour(arguments.color, sys.stdout))
+    try:
+        console.open()
     except (ClientError, ValueError) as error:
         raise CommandLineError(str(error)) from None
-    with client:
-        console = Console(client, sys.stdout, colour=_use_colour(arguments.color, sys.stdout))
+    try:
         console.greet()
         if not sys.stdin.isatty():
             return console.run(input)
         with _LineEditor(console):
             return console.run(lambda: input(PROMPT))
+    finally:
+        console.close()

@@ -75,7 +75,7 @@ def run(arguments: argparse.Namespace) -> int:
 
     try:
         run_listening([(where, partial(proxy.listen, where, backend, recorder=recorder,
-                                       on_problem=seen.append))],
+                                       on_problem=seen.append), "")],
                       announce, verbose=arguments.verbose)
     finally:
         if recorder is not None:

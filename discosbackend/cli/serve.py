@@ -4,8 +4,8 @@ With no ``--backend`` it serves :class:`~discosbackend.simulator.BackendSimulato
 (with SRT's configurations, or those of ``--configurations FILE``; its
 noise repeatable with ``--seed``) and opens a control endpoint (loopback
 only by default) that injects faults into it.  It prints one line saying
-what it serves and where, logs to stderr, and stops cleanly on Ctrl-C or
-SIGTERM.
+what it serves and where, logs to stderr (or ``--log-file``, as text or
+``--log-format json``), and stops cleanly on Ctrl-C or SIGTERM.
 """
 
 from __future__ import annotations
@@ -23,11 +23,9 @@ from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
 from twisted.internet.defer import Deferred
 from twisted.internet.error import CannotListenError
 from twisted.internet.interfaces import IListeningPort
-from twisted.logger import (FilteringLogObserver, LogLevel, LogLevelFilterPredicate,
-                            PredicateResult, globalLogBeginner, textFileLogObserver)
 from twisted.python.failure import Failure
 
-from discosbackend import __protocol_version__, server
+from discosbackend import __protocol_version__, logs, server
 from discosbackend.backend import Backend
 from discosbackend.cli import CommandLineError
 from discosbackend.commands import COMMANDS, PROTOCOL_VERSIONS, VERSION
@@ -92,15 +90,15 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
                + "\n".join(f"  ?{command.usage().replace(' ', ',')}  {command.summary}"
                            for name, command in CONTROL_COMMANDS.items() if name != VERSION),
         formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--port", type=_port, default=server.DEFAULT_PORT,
+    parser.add_argument("--port", type=_port,
                         help="TCP port to listen on, 0 for any free one "
                              f"(default {server.DEFAULT_PORT})")
-    parser.add_argument("--interface", default=LOOPBACK,
+    parser.add_argument("--interface",
                         help=f"address to listen on (default {LOOPBACK}; 0.0.0.0 for all)")
     parser.add_argument("--endpoint", metavar="STRING",
                         help="Twisted endpoint string to listen on instead of --port and "
-                             "--interface, e.g. tcp:8978:interface=0.0.0.0 or "
-                             "unix:/tmp/backend.sock")
+                             "--interface (not with them), e.g. tcp:8978:interface=0.0.0.0 "
+                             "or unix:/tmp/backend.sock")
     parser.add_argument("--backend", metavar="MODULE:CLASS",
                         help="serve this backend class (created with no arguments) "
                              "instead of the simulator; the current directory is importable")
@@ -116,7 +114,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
                         help="fault-injection control port of the simulator: default the "
                              "public port + 1 (any free port when that is 0); 0 for any free "
                              "port; 'none' to disable")
-    parser.add_argument("--control-interface", default=LOOPBACK, metavar="ADDRESS",
+    parser.add_argument("--control-interface", metavar="ADDRESS",
                         help=f"address the control port listens on (default {LOOPBACK})")
     parser.add_argument("--max-line", type=_positive(int), default=DEFAULT_MAX_LINE,
                         metavar="BYTES",
@@ -133,7 +131,13 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
                         help="serve get-rms, which the real client sends though no "
                              "published version lists it (default: served)")
     parser.add_argument("-v", "--verbose", action="store_true",
-                        help="log debug messages and every request and reply")
+                        help="log every request with its reply and duration, and debug "
+                             "messages")
+    parser.add_argument("--log-file", metavar="PATH",
+                        help="append the log to PATH instead of writing it to stderr")
+    parser.add_argument("--log-format", choices=logs.FORMATS, default=logs.TEXT,
+                        help="text lines (default) or JSON lines with time, level, peer, "
+                             "request, reply and duration_ms")
     parser.set_defaults(run=run)
     return parser
 
@@ -183,6 +187,10 @@ class Setup:
     max_line: int = DEFAULT_MAX_LINE
     timeout: float | None = None
     verbose: bool = False
+    #: Whether the control port is the default one (the public port + 1).
+    control_automatic: bool = False
+    log_file: str | None = None
+    log_format: str = logs.TEXT
 
     def describe(self) -> str:
         """What is served, e.g. ``BackendSimulator (2 sections)``.
@@ -202,7 +210,7 @@ class Setup:
 
 def _requested_port(args: argparse.Namespace) -> int | None:
     if args.endpoint is None:
-        return int(args.port)
+        return server.DEFAULT_PORT if args.port is None else int(args.port)
     match = _TCP_PORT_RE.match(args.endpoint)
     return int(match.group(1)) if match else None
 
@@ -211,25 +219,39 @@ def _control_description(args: argparse.Namespace) -> str | None:
     port = args.control_port
     if port == _AUTO:
         public = _requested_port(args)
-        if public is None:
-            return None
         if public == 65535:
             raise CommandLineError("no default control port after 65535: give --control-port")
-        port = public + 1 if public else 0
-    if port is None:
-        return None
-    return server.endpoint_description(port, args.control_interface)
+        port = None if public is None else public + 1 if public else 0
+    if port is not None:
+        return server.endpoint_description(port, args.control_interface or LOOPBACK)
+    if args.control_interface is not None:
+        raise CommandLineError(
+            "--control-interface and --control-port none contradict each other: drop one"
+            if args.control_port is None else
+            "--control-interface needs --control-port N: this endpoint has no default "
+            "control port")
+    return None
+
+
+def _public_description(args: argparse.Namespace) -> str:
+    if args.endpoint is None:
+        port = server.DEFAULT_PORT if args.port is None else args.port
+        return server.endpoint_description(port, args.interface or LOOPBACK)
+    given = [option for option, value in (("--port", args.port), ("--interface", args.interface))
+             if value is not None]
+    if given:
+        raise CommandLineError(f"--endpoint and {' and '.join(given)} conflict: the endpoint "
+                               "string says where to listen; give one or the other")
+    return str(args.endpoint)
 
 
 def build(args: argparse.Namespace) -> Setup:
     """Check the arguments and create the backend and handlers.
 
-    Raises :class:`CommandLineError` on anything wrong.
+    Raises :class:`CommandLineError` on anything wrong, conflicting options
+    included.
     """
-    if args.endpoint is not None:
-        public = args.endpoint
-    else:
-        public = server.endpoint_description(args.port, args.interface)
+    public = _public_description(args)
     if args.backend is None:
         cls: type = BackendSimulator
     else:
@@ -251,13 +273,16 @@ def build(args: argparse.Namespace) -> Setup:
     kind = SimulatorHandler if simulated else DBProtocolHandler
     handler = kind(backend, protocol=args.protocol, client_commands=args.get_rms)
     setup = Setup(backend, handler, public, max_line=args.max_line, timeout=args.timeout,
-                  verbose=args.verbose)
+                  verbose=args.verbose, log_file=args.log_file, log_format=args.log_format)
     if simulated:
         setup.control = _control_description(args)
+        setup.control_automatic = args.control_port == _AUTO
         if setup.control is not None:
             setup.control_handler = ControlHandler(backend.faults)
     elif args.control_port not in (_AUTO, None):
         raise CommandLineError("--control-port applies to the simulator only")
+    elif args.control_interface is not None:
+        raise CommandLineError("--control-interface applies to the simulator only")
     return setup
 
 
@@ -274,30 +299,40 @@ def describe_address(address: Any) -> str:
     return str(address)
 
 
-def _not_factory_noise(event: dict[str, Any]) -> PredicateResult:
-    """Drop Twisted's "Starting/Stopping factory <object at 0x...>" lines."""
-    text = str(event.get("log_format") or "")
-    if text.startswith(("Starting factory", "Stopping factory")):
-        return PredicateResult.no
-    return PredicateResult.maybe
+def _open_log(setup: Setup) -> TextIO:
+    """Where the log goes: stderr, or the log file opened for appending."""
+    if setup.log_file is None:
+        return sys.stderr
+    try:
+        # Line-buffered: each event reaches the file as it is logged.
+        return open(setup.log_file, "a", encoding="utf-8", buffering=1)
+    except OSError as error:
+        raise CommandLineError(f"--log-file {setup.log_file!r}: cannot open it: "
+                               f"{error.strerror or error}") from None
 
 
-def _begin_logging(verbose: bool) -> None:
-    level = LogLevel.debug if verbose else LogLevel.info
-    predicates: list[Any] = [LogLevelFilterPredicate(defaultLogLevel=level)]
-    if not verbose:
-        predicates.append(_not_factory_noise)
-    observer = FilteringLogObserver(textFileLogObserver(sys.stderr), predicates)
-    globalLogBeginner.beginLoggingTo([observer], redirectStandardIO=False)
+def _begin_logging(stream: TextIO, verbose: bool, log_format: str) -> None:
+    logs.begin_logging(stream, verbose=verbose, log_format=log_format)
 
 
-def _listen_error(failure: Failure, description: str) -> str:
+def _listen_error(failure: Failure, description: str, control: str = "") -> str:
+    """The one line saying why ``description`` cannot listen.
+
+    ``control`` is empty for the public port; for the control port it says
+    how that port was chosen (``"automatic"`` or ``"given"``), and the line
+    says which option changes it.
+    """
     error = failure.value
     if isinstance(error, CannotListenError):
         reason = error.socketError
         text = getattr(reason, "strerror", None) or str(reason)
+    else:
+        text = failure.getErrorMessage()
+    if not control:
         return f"cannot listen on {description}: {text}"
-    return f"cannot listen on {description}: {failure.getErrorMessage()}"
+    how = " (the public port + 1)" if control == _AUTO else ""
+    return (f"cannot listen on the control port {description}{how}: {text}; choose another "
+            "with --control-port N, or none to turn it off")
 
 
 def serve(setup: Setup, reactor: Any = None, out: TextIO | None = None) -> int:
@@ -306,13 +341,15 @@ def serve(setup: Setup, reactor: Any = None, out: TextIO | None = None) -> int:
     Prints the "serving" line to ``out`` (stdout) once listening.  Raises
     :class:`CommandLineError` if an endpoint is bad or cannot be bound.
     """
-    wanted = [(setup.public, setup.handler, setup.timeout)]
+    log = _open_log(setup)
+    wanted = [(setup.public, setup.handler, setup.timeout, "")]
     if setup.control is not None and setup.control_handler is not None:
-        wanted.append((setup.control, setup.control_handler, None))
+        wanted.append((setup.control, setup.control_handler, None,
+                       _AUTO if setup.control_automatic else "given"))
     starts = [(description, partial(server.listen, description, handler,
                                     max_line=setup.max_line, timeout=timeout,
-                                    log_requests=setup.verbose, reactor=reactor))
-              for description, handler, timeout in wanted]
+                                    log_requests=setup.verbose, reactor=reactor), control)
+              for description, handler, timeout, control in wanted]
 
     def announce(ports: list[IListeningPort]) -> str:
         line = (f"discos-backend: serving {setup.describe()} on "
@@ -321,37 +358,41 @@ def serve(setup: Setup, reactor: Any = None, out: TextIO | None = None) -> int:
             line += f"; control on {describe_address(ports[1].getHost())}"
         return line
 
-    run_listening(starts, announce, verbose=setup.verbose, reactor=reactor, out=out)
+    run_listening(starts, announce, verbose=setup.verbose, log=log,
+                  log_format=setup.log_format, reactor=reactor, out=out)
     return 0
 
 
-def run_listening(starts: Sequence[tuple[str, Callable[[], Deferred[IListeningPort]]]],
+def run_listening(starts: Sequence[tuple[str, Callable[[], Deferred[IListeningPort]], str]],
                   announce: Callable[[list[IListeningPort]], str], *, verbose: bool = False,
+                  log: TextIO | None = None, log_format: str = logs.TEXT,
                   reactor: Any = None, out: TextIO | None = None) -> None:
-    """Start listening on each ``(description, start)`` and run until stopped.
+    """Start listening on each ``(description, start, control)`` and run until stopped.
 
-    Once every port listens, prints ``announce(ports)`` to ``out`` (stdout)
-    and logs to stderr from then on (debug too with ``verbose``).  Raises
+    ``control`` is empty for a public port, else how the control port was
+    chosen (see :func:`_listen_error`).  Once every port listens, prints
+    ``announce(ports)`` to ``out`` (stdout) and logs to ``log`` (stderr)
+    from then on (debug too with ``verbose``).  Raises
     :class:`CommandLineError` if an endpoint is bad or cannot be bound.
     """
     out = out if out is not None else sys.stdout
     listening = []
-    for description, start in starts:
+    for description, start, control in starts:
         try:
             starting = start()
         except ValueError as error:
             raise CommandLineError(f"bad endpoint {description!r}: {error}") from None
-        listening.append(starting.addErrback(_cannot_listen, description))
+        listening.append(starting.addErrback(_cannot_listen, description, control))
 
     def ready(ports: list[IListeningPort]) -> None:
         print(announce(ports), file=out, flush=True)
-        _begin_logging(verbose)
+        _begin_logging(log if log is not None else sys.stderr, verbose, log_format)
 
     server.run_until_stopped(listening, ready=ready, reactor=reactor)
 
 
-def _cannot_listen(failure: Failure, description: str) -> NoReturn:
-    raise CommandLineError(_listen_error(failure, description))
+def _cannot_listen(failure: Failure, description: str, control: str) -> NoReturn:
+    raise CommandLineError(_listen_error(failure, description, control))
 
 
 def run(args: argparse.Namespace) -> int:

@@ -26,7 +26,8 @@ from typing import TypeVar
 
 from discosbackend.client.address import DEFAULT_PORT, Address, parse_address
 from discosbackend.client.errors import (ClientError, ConnectFailed, ConnectionLost,
-                                         ProtocolError, RequestTimeout, error_for_reply)
+                                         ProtocolError, RequestTimeout, cannot_connect,
+                                         error_for_reply)
 from discosbackend.client.typed import Call, TypedCommands, format_argument
 from discosbackend.commands import VERSION
 from discosbackend.grammar import (ENCODING, ENCODING_ERRORS, INVALID, OK, UNDEFINED_NAME,
@@ -102,12 +103,8 @@ class BlockingClient(TypedCommands):
                 connection = socket.create_connection((address.host, address.port),
                                                       timeout=self.timeout)
                 connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        except socket.timeout:
-            raise ConnectFailed(f"cannot connect to {address}: timed out "
-                                f"after {self.timeout:g} s") from None
-        except OSError as error:
-            raise ConnectFailed(f"cannot connect to {address}: "
-                                f"{error.strerror or error}") from None
+        except OSError as error:  # socket.timeout included
+            raise ConnectFailed(cannot_connect(address, error, self.timeout)) from None
         connection.settimeout(self.timeout)
         return connection
 

@@ -9,11 +9,17 @@ Every one is a :class:`ClientError`.  A reply that is not ``ok`` becomes a
 
 from __future__ import annotations
 
+import errno
+import os
+import socket
+
+from twisted.internet import error as twisted_errors
+
 from discosbackend.grammar import INVALID, OK, Message
 
 __all__ = ["ClientError", "CommandError", "CommandFailed", "CommandInvalid",
            "ConnectFailed", "ConnectionLost", "RequestTimeout", "ProtocolError",
-           "error_for_reply"]
+           "error_for_reply", "cannot_connect"]
 
 
 class ClientError(Exception):
@@ -72,3 +78,30 @@ def error_for_reply(request: Message, reply: Message) -> CommandError | None:
     if reply.code == INVALID:
         return CommandInvalid(request, reply)
     return CommandFailed(request, reply)  # FAIL, the only other code
+
+
+_TIMEOUTS = (socket.timeout, TimeoutError, twisted_errors.TimeoutError,
+             twisted_errors.TCPTimedOutError)
+
+
+def cannot_connect(where: object, error: BaseException, timeout: float | None = None) -> str:
+    """The one wording of a connection that could not be opened, whoever tried.
+
+    ``cannot connect to WHERE: Connection refused`` for the blocking
+    client's socket errors and Twisted's connection errors alike;
+    ``timed out after N s`` when ``timeout`` (seconds) ran out.
+    """
+    if isinstance(error, _TIMEOUTS):
+        reason = "timed out" + (f" after {timeout:g} s" if timeout else "")
+    elif isinstance(error, twisted_errors.ConnectionRefusedError):
+        reason = os.strerror(errno.ECONNREFUSED)
+    elif isinstance(error, twisted_errors.ConnectError) and isinstance(error.osError, int):
+        reason = os.strerror(error.osError)
+    elif isinstance(error, twisted_errors.ConnectError) and error.args and error.args[0]:
+        reason = str(error.args[0])
+    elif isinstance(error, OSError):
+        reason = error.strerror or str(error) or type(error).__name__
+    else:
+        reason = str(error) or type(error).__name__
+    reason = reason.rstrip(".")  # Twisted ends its texts with one, the OS does not
+    return f"cannot connect to {where}: {reason}"

@@ -43,7 +43,8 @@ from twisted.python.failure import Failure
 
 from discosbackend.client.address import Address, parse_address
 from discosbackend.client.errors import (ClientError, ConnectFailed, ConnectionLost,
-                                         ProtocolError, RequestTimeout, error_for_reply)
+                                         ProtocolError, RequestTimeout, cannot_connect,
+                                         error_for_reply)
 from discosbackend.client.typed import Call, TypedCommands, format_argument
 from discosbackend.commands import VERSION
 from discosbackend.grammar import (INVALID, OK, UNDEFINED_NAME, GrammarException, Message,
@@ -379,10 +380,11 @@ def connect(where: str | Address | IStreamClientEndpoint, *, timeout: float | No
     # The endpoint fires with what the factory built: a DBClientProtocol.
     connecting = cast("defer.Deferred[DBClientProtocol]", endpoint.connect(factory))
 
-    def cannot_connect(failure: Failure) -> Failure:
+    def not_connected(failure: Failure) -> Failure:
         if failure.check(defer.CancelledError, ConnectingCancelledError):
             return failure
-        return Failure(ConnectFailed(f"cannot connect to {where}: {failure.getErrorMessage()}"))
+        assert failure.value is not None  # a Failure always holds an exception
+        return Failure(ConnectFailed(cannot_connect(where, failure.value, connect_timeout)))
 
     def connected(protocol: DBClientProtocol) -> defer.Deferred[DBClientProtocol]:
         ready = protocol.when_ready()
@@ -392,4 +394,4 @@ def connect(where: str | Address | IStreamClientEndpoint, *, timeout: float | No
             ready.addTimeout(connect_timeout, reactor, onTimeoutCancel=late)
         return ready.addErrback(drop_connection, protocol)
 
-    return connecting.addCallbacks(connected, cannot_connect)
+    return connecting.addCallbacks(connected, not_connected)

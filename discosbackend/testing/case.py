@@ -41,13 +41,18 @@ from discosbackend.reactor import global_reactor
 from discosbackend.testing.checks import CHECKS, Check, check_named
 from discosbackend.testing.runner import READ_ONLY_REASON, run_check
 from discosbackend.testing.replay import Report, replay_file
-from discosbackend.testing.session import NotInServerVersion, Settings
+from discosbackend.testing.session import CheckFailed, NotInServerVersion, Settings
 
 __all__ = ["BackendTestCase", "wait_for"]
 
 T = TypeVar("T")
 
 LOOPBACK = "127.0.0.1"
+# unittest leaves out of a failure's traceback the frames of modules that
+# define this (pytest does too, for unittest-style cases): a check's failure
+# is the backend's, and this module's frames would only hide what it sent
+# and received.  Frames also carry __tracebackhide__, pytest's own marker.
+__unittest = True
 _NOTHING_TO_TEST = ("no backend to test: subclass BackendTestCase and override make_backend() "
                     "or set address")
 
@@ -194,7 +199,12 @@ class BackendTestCase(SynchronousTestCase):
         self.where = Address(host=LOOPBACK, port=host.port)
 
     def run_check(self, name: str) -> None:
-        """Run the check called ``name`` against the backend (what each test does)."""
+        """Run the check called ``name`` against the backend (what each test does).
+
+        A failed check fails the test with what was sent, what came back and
+        what was expected, and no traceback of the library's own frames.
+        """
+        __tracebackhide__ = True  # pylint: disable=unused-variable
         check = check_named(name)
         if check.name in self.skip_checks or f"test_{check.name}" in self.skip_checks:
             raise unittest.SkipTest(f"{check.name} is in skip_checks")
@@ -205,6 +215,13 @@ class BackendTestCase(SynchronousTestCase):
             wait_for(run_check(check, self.where, self.check_settings()))
         except NotInServerVersion as error:
             raise unittest.SkipTest(str(error)) from None
+        except CheckFailed as failed:
+            reason = str(failed)
+        else:
+            return
+        # Raised here, not in the except clause: the check's own traceback
+        # (coroutines, Deferreds) is not chained to the failure.
+        raise self.failureException(reason)
 
     def replay(self, path: str | Path, *, exact: bool = False, timing: bool = False) -> Report:
         """Replay the transcript at ``path`` against the backend and compare every reply.
@@ -225,6 +242,7 @@ class BackendTestCase(SynchronousTestCase):
 
 def _test_for(check: Check) -> Any:
     def test(self: BackendTestCase) -> None:
+        __tracebackhide__ = True  # pylint: disable=unused-variable
         self.run_check(check.name)
     test.__name__ = f"test_{check.name}"
     test.__qualname__ = f"{BackendTestCase.__name__}.{test.__name__}"

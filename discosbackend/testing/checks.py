@@ -1,4 +1,4 @@
-"""The conformance checks: each one behaviour of PROTOCOL.md, declared once.
+"""The conformance checks: each one behaviour of docs/protocol.md, declared once.
 
 Both :class:`~discosbackend.testing.BackendTestCase` (one test per check)
 and ``discos-backend check`` (one report line per check) run these.  A
@@ -43,6 +43,7 @@ from discosbackend.configurations import Configuration, srt
 from discosbackend.grammar import FAIL, INVALID, OK
 from discosbackend.testing.session import Answer, CheckFailed, DiscosAborts, Session
 from discosbackend.timediscos import TICKS_PER_SECOND
+from discosbackend.wording import counted
 
 __all__ = ["Check", "CHECKS", "CHECK_NAMES", "check_named", "TIMED_EARLINESS",
            "REAL_CLIENT_FILENAME", "ABORTING_COMMANDS", "MAX_REPLY_BYTES", "SARDARA_SESSION",
@@ -52,7 +53,7 @@ __all__ = ["Check", "CHECKS", "CHECK_NAMES", "check_named", "TIMED_EARLINESS",
 TIMED_EARLINESS = 0.05
 #: Seconds between two ``?status`` polls while waiting for a time-tagged start or stop.
 _POLL = 0.05
-#: The metadata file name of PROTOCOL.md section 6.
+#: The metadata file name of the real client's session (docs/protocol.md, section 8).
 REAL_CLIENT_FILENAME = "/archive/data/20250110/20250110-101012-P-Src_001_001.fits"
 #: ``set-section`` as the real client sends it: integer mode, iostream floats.
 _SECTION = ("0", "100", "1500", "0", "0", "3000", "1024")
@@ -269,7 +270,7 @@ async def _per_section(session: Session, name: str, *arguments: str,
     if not values:
         raise answer.mismatch(f"{shape}: at least one value, one per section")
     if wanted is not None and len(values) != wanted:
-        raise answer.mismatch(f"{shape}: {wanted} values, one per section")
+        raise answer.mismatch(f"{shape}: {counted(wanted, 'value')}, one per section")
     return answer, len(values)
 
 
@@ -725,10 +726,10 @@ async def the_real_skarab_session_is_accepted(session: Session) -> None:
     await _replay(session, SKARAB_SESSION, "SKARAB")
 
 
-@_check("The real client's session of PROTOCOL.md section 6 is accepted, in order.",
+@_check("The real client's session of docs/protocol.md section 8 is accepted, in order.",
         acquires=True)
 async def the_real_client_session_is_accepted(session: Session) -> None:
-    """The section 6 session."""
+    """The session of docs/protocol.md section 8."""
     settings = session.settings
     steps: list[tuple[str, ...]] = [
         ("set-configuration", settings.configuration),

@@ -28,6 +28,7 @@ from twisted.internet.protocol import Factory, Protocol
 from twisted.python.failure import Failure
 
 from discosbackend.client.address import Address, parse_address
+from discosbackend.client.errors import cannot_connect
 from discosbackend.client.protocol import client_endpoint
 from discosbackend.commands import COMMANDS
 from discosbackend.configurations import Table
@@ -367,7 +368,7 @@ def _endpoint(address: Address, reactor: Any, timeout: float) -> IStreamClientEn
         try:
             found = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
         except OSError as error:
-            raise CannotConnect(f"cannot connect to {address}: {error}") from None
+            raise CannotConnect(cannot_connect(address, error)) from None
         host = str(found[0][4][0])
     if isIPv6Address(host):
         return TCP6ClientEndpoint(reactor, host, port, timeout=timeout)
@@ -381,8 +382,8 @@ async def _connect(address: Address, settings: Settings, reactor: Any) -> Sessio
                       endpoint.connect(Factory.forProtocol(_LineProtocol)))
 
     def cannot(failure: Failure) -> Failure:
-        return Failure(CannotConnect(f"cannot connect to {address}: "
-                                     f"{failure.getErrorMessage()}"))
+        assert failure.value is not None  # a Failure always holds an exception
+        return Failure(CannotConnect(cannot_connect(address, failure.value, settings.timeout)))
     protocol: _LineProtocol = await connecting.addErrback(cannot)
     session = Session(protocol, settings, reactor, str(address))
     greeting = protocol.next_line()

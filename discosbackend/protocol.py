@@ -10,7 +10,9 @@ buffering them.
 
 from __future__ import annotations
 
+import time
 from collections import deque
+from typing import Callable
 
 from twisted.internet import defer
 from twisted.internet.interfaces import IHalfCloseableProtocol, IReactorTime, ITransport
@@ -23,6 +25,7 @@ from zope.interface import implementer
 from discosbackend.grammar import UNDEFINED_NAME, fail, serialize_line
 from discosbackend.handlers import Handler
 from discosbackend.responder import RawReply, ReplyBytes, Responder
+from discosbackend.watchdog import DEFAULT_THRESHOLD, Watchdog
 
 __all__ = ["DBProtocol", "DBProtocolFactory", "DEFAULT_MAX_LINE"]
 
@@ -120,6 +123,8 @@ class DBProtocol(LineOnlyReceiver):
                 return
             self._discarding = False
             data = data[end + 1:]
+        watchdog = self.factory.watchdog
+        started = watchdog.timer() if watchdog is not None else 0.0
         lines = (self._buffer + data).split(b"\n")
         self._buffer = lines.pop()
         self._batch = []
@@ -141,6 +146,8 @@ class DBProtocol(LineOnlyReceiver):
         finally:
             self._flush()
             self._batch = None
+            if watchdog is not None:
+                watchdog.check(started, lines)
 
     def lineReceived(self, line: bytes) -> None:
         self._send(self.factory.responder.respond(line))
@@ -204,7 +211,10 @@ class DBProtocolFactory(Factory[DBProtocol]):
     """Makes :class:`DBProtocol` connections that share one handler.
 
     ``max_line`` is the longest line accepted (bytes); ``timeout`` the
-    per-request limit in seconds (``None``: wait for ever).
+    per-request limit in seconds (``None``: wait for ever); ``watchdog`` the
+    seconds a packet of requests may keep the reactor before a warning
+    (``None``: no watchdog; see :mod:`discosbackend.watchdog`), timed by
+    ``timer``.
     """
 
     protocol = DBProtocol
@@ -212,11 +222,13 @@ class DBProtocolFactory(Factory[DBProtocol]):
 
     def __init__(self, handler: Handler, *, max_line: int = DEFAULT_MAX_LINE,
                  timeout: float | None = None, clock: IReactorTime | None = None,
-                 log_requests: bool = False) -> None:
+                 log_requests: bool = False, watchdog: float | None = DEFAULT_THRESHOLD,
+                 timer: Callable[[], float] = time.perf_counter) -> None:
         if max_line < 16:
             raise ValueError(f"max_line must be at least 16 bytes, not {max_line}")
         self.handler = handler
         self.max_line = max_line
+        self.watchdog = Watchdog(handler, watchdog, timer) if watchdog is not None else None
         self.responder = Responder(handler, timeout=timeout, clock=clock,
                                    log_requests=log_requests)
         self.connections: set[DBProtocol] = set()

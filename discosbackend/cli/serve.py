@@ -2,21 +2,25 @@
 
 With no ``--backend`` it serves :class:`~discosbackend.simulator.BackendSimulator`
 and opens a control endpoint (loopback only by default) that injects faults
-into it.  It prints one line saying what it serves and where, logs to
-stderr, and stops cleanly on Ctrl-C or SIGTERM.
+into it.  ``--backend module:NAME`` serves a backend class, a factory
+(any callable returning a backend) or a handler instead, made with the
+``-o KEY=VALUE`` options as keyword arguments.  It prints one line saying
+what it serves and where, logs to stderr, and stops cleanly on Ctrl-C or
+SIGTERM.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import inspect
+import math
 import os
 import re
 import sys
 from dataclasses import dataclass
 from typing import Any, NoReturn, TextIO
 
-from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
 from twisted.internet.error import CannotListenError
 from twisted.internet.interfaces import IListeningPort
 from twisted.logger import (FilteringLogObserver, LogLevel, LogLevelFilterPredicate,
@@ -24,25 +28,32 @@ from twisted.logger import (FilteringLogObserver, LogLevel, LogLevelFilterPredic
 from twisted.python.failure import Failure
 
 from discosbackend import server
-from discosbackend.backend import Backend
 from discosbackend.cli import CommandLineError
 from discosbackend.commands import COMMANDS, VERSION
+from discosbackend.errors import OpenError
 from discosbackend.faults import CONTROL_COMMANDS, ControlHandler
 from discosbackend.handlers import DBProtocolHandler, Handler
 from discosbackend.protocol import DEFAULT_MAX_LINE
+from discosbackend.server import describe_address
 from discosbackend.simulator import BackendSimulator, SimulatorHandler
 
-__all__ = ["add_parser", "run", "load_backend", "Setup", "build", "serve",
-           "describe_address", "DEFAULT_SECTIONS", "LOOPBACK"]
+__all__ = ["add_parser", "run", "load_backend", "backend_option", "Setup", "build", "serve",
+           "describe_address", "DEFAULT_SECTIONS", "DEFAULT_TIMEOUT", "LOOPBACK"]
 
 #: Sections of the simulator when ``--sections`` is not given.
 DEFAULT_SECTIONS = 2
+#: ``--timeout`` when not given, seconds: below the real DISCOS client's own
+#: 100 s, so that a hung backend gets a clean ``fail`` instead of a reconnect.
+DEFAULT_TIMEOUT = 60.0
 #: Where the public port (by default) and the control port listen.
 LOOPBACK = "127.0.0.1"
 _AUTO = "auto"
 _OFF = ("none", "off")
 _TCP_PORT_RE = re.compile(r"tcp6?:(?:port=)?([0-9]+)(?::|$)")
 _METHODS = tuple(command.method for command in COMMANDS.values() if command.method)
+_INTEGER_RE = re.compile(r"[+-]?(?:0|[1-9][0-9]*)")
+_FLOAT_RE = re.compile(r"[+-]?(?:[0-9]+\.[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
+_BOOLEANS = {"true": True, "false": False}
 
 
 def _port(text: str) -> int:
@@ -75,6 +86,35 @@ def _positive(kind: type) -> Any:
     return parse
 
 
+def _seconds(text: str) -> float | None:
+    """A timeout in seconds, ``0`` meaning none (``None``)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid number {text!r}") from None
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must be a number of seconds >= 0")
+    return value or None
+
+
+def backend_option(text: str) -> tuple[str, Any]:
+    """``KEY=VALUE`` of ``-o`` as a keyword argument.
+
+    The value is an ``int`` when written as one (``7000``, not ``007``), a
+    ``float`` when written with a decimal point (``0.5``, ``1.5e3``), a
+    ``bool`` for ``true``/``false`` (any case), else the text as it is
+    (``10.0.0.5``, ``SK00``, ``007``).
+    """
+    key, equals, value = text.partition("=")
+    if not equals or not key.isidentifier():
+        raise argparse.ArgumentTypeError(f"{text!r}: use KEY=VALUE, KEY a Python name")
+    if _INTEGER_RE.fullmatch(value):
+        return key, int(value)
+    if _FLOAT_RE.fullmatch(value):
+        return key, float(value)
+    return key, _BOOLEANS.get(value.lower(), value)
+
+
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     """Add the ``serve`` subcommand."""
     parser = subparsers.add_parser(
@@ -96,9 +136,18 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
                         help="Twisted endpoint string to listen on instead of --port and "
                              "--interface, e.g. tcp:8978:interface=0.0.0.0 or "
                              "unix:/tmp/backend.sock")
-    parser.add_argument("--backend", metavar="MODULE:CLASS",
-                        help="serve this backend class (created with no arguments) "
-                             "instead of the simulator; the current directory is importable")
+    parser.add_argument("--backend", metavar="MODULE:NAME",
+                        help="serve this instead of the simulator: a backend class, a factory "
+                             "(any callable returning a backend or a handler) or a handler; "
+                             "the current directory is importable")
+    parser.add_argument("-o", "--backend-option", type=backend_option, action="append",
+                        default=[], metavar="KEY=VALUE", dest="backend_options",
+                        help="keyword argument for the backend class or factory (repeatable); "
+                             "7000 is an int, 0.5 a float, true/false a bool, anything else "
+                             "text")
+    parser.add_argument("--threaded", action="store_true",
+                        help="call the backend's methods in a worker thread, one at a time "
+                             "in arrival order: for backends that block (hardware I/O, sleep)")
     parser.add_argument("--sections", type=_positive(int), metavar="N",
                         help=f"sections of the simulator (default {DEFAULT_SECTIONS})")
     parser.add_argument("--control-port", type=_control_port, default=_AUTO, metavar="N",
@@ -110,23 +159,26 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     parser.add_argument("--max-line", type=_positive(int), default=DEFAULT_MAX_LINE,
                         metavar="BYTES",
                         help=f"longest request line accepted (default {DEFAULT_MAX_LINE})")
-    parser.add_argument("--timeout", type=_positive(float), metavar="S",
-                        help="answer fail when the backend takes longer than S seconds")
+    parser.add_argument("--timeout", type=_seconds, default=DEFAULT_TIMEOUT, metavar="S",
+                        help="answer fail,timeout when the backend takes longer than S "
+                             f"seconds (default {DEFAULT_TIMEOUT:g}; 0: no limit)")
     parser.add_argument("-v", "--verbose", action="store_true",
                         help="log debug messages and every request and reply")
     parser.set_defaults(run=run)
     return parser
 
 
-def load_backend(spec: str) -> type:
-    """Import the backend class named ``module:Class`` (``Class`` may be dotted).
+def load_backend(spec: str) -> Any:
+    """Import what ``module:NAME`` names (``NAME`` may be dotted).
 
-    Raises :class:`CommandLineError` when the module or the attribute is
-    missing, or the object is not a class with any command method.
+    It may be a backend class, a factory (any other callable), a
+    :class:`~discosbackend.handlers.Handler` class or instance, or a backend
+    object.  Raises :class:`CommandLineError` when the module or the
+    attribute is missing, or the object is none of these.
     """
     module_name, colon, attribute = spec.partition(":")
     if not colon or not module_name or not attribute:
-        raise CommandLineError(f"--backend {spec!r}: use module:Class")
+        raise CommandLineError(f"--backend {spec!r}: use module:NAME")
     if os.getcwd() not in sys.path and "" not in sys.path:
         sys.path.insert(0, os.getcwd())
     try:
@@ -142,20 +194,54 @@ def load_backend(spec: str) -> type:
         except AttributeError:
             raise CommandLineError(
                 f"--backend {spec!r}: {module_name!r} has no attribute {attribute!r}") from None
-    if not isinstance(target, type):
-        raise CommandLineError(f"--backend {spec!r}: not a class")
-    if not issubclass(target, Backend) and not any(
-            callable(getattr(target, method, None)) for method in _METHODS):
-        raise CommandLineError(f"--backend {spec!r}: not a backend (no command methods; "
-                               "subclass discosbackend.backend.Backend)")
+    if isinstance(target, type):
+        if not issubclass(target, Handler) and not _is_backend(target):
+            raise CommandLineError(f"--backend {spec!r}: not a backend (no command methods; "
+                                   "subclass discosbackend.backend.Backend)")
+    elif not callable(target) and not isinstance(target, Handler) and not _is_backend(target):
+        raise CommandLineError(f"--backend {spec!r}: not a backend class, factory or handler")
     return target
+
+
+def _is_backend(target: Any) -> bool:
+    """Whether ``target`` (a class or an object) has command methods."""
+    return any(callable(getattr(target, method, None)) for method in _METHODS)
+
+
+def _make(target: Any, options: dict[str, Any]) -> Any:
+    """Call the class or factory ``target`` with ``options``; an object is taken as it is."""
+    name = getattr(target, "__name__", type(target).__name__)
+    if isinstance(target, Handler) or not callable(target):
+        if options:
+            raise CommandLineError(f"-o applies to a class or factory, and {name} is "
+                                   "already made")
+        return target
+    try:
+        signature = inspect.signature(target)
+    except (TypeError, ValueError):
+        signature = None
+    if signature is not None:
+        try:
+            signature.bind_partial(**options)
+        except TypeError:
+            takes = [parameter.name for parameter in signature.parameters.values()
+                     if parameter.kind in (parameter.POSITIONAL_OR_KEYWORD,
+                                           parameter.KEYWORD_ONLY)]
+            unknown = next(key for key in options if key not in takes)
+            raise CommandLineError(f"-o {unknown}: {name} takes no option {unknown!r} "
+                                   f"(it takes {', '.join(takes) or 'none'})") from None
+    try:
+        return target(**options)
+    except Exception as error:  # pylint: disable=broad-except
+        raise CommandLineError(f"cannot create {name}: "
+                               f"{type(error).__name__}: {error}") from None
 
 
 @dataclass
 class Setup:
     """What ``serve`` will serve, and where (endpoint descriptions)."""
 
-    backend: Any
+    backend: Any  # None when a handler is served as it is
     handler: Handler
     public: str
     control: str | None = None
@@ -165,9 +251,11 @@ class Setup:
     verbose: bool = False
 
     def describe(self) -> str:
-        """What is served, e.g. ``BackendSimulator (2 sections)``."""
-        describe = getattr(self.backend, "describe", None)
-        return describe() if callable(describe) else type(self.backend).__name__
+        """What is served, e.g. ``BackendSimulator (2 sections)``, ``MyBackend (threaded)``."""
+        served = self.handler if self.backend is None else self.backend
+        describer = getattr(served, "describe", None)
+        text = describer() if callable(describer) else type(served).__name__
+        return text + (" (threaded)" if getattr(self.handler, "threaded", False) else "")
 
 
 def _requested_port(args: argparse.Namespace) -> int | None:
@@ -200,40 +288,37 @@ def build(args: argparse.Namespace) -> Setup:
         public = args.endpoint
     else:
         public = server.endpoint_description(args.port, args.interface)
-    if args.backend is None:
-        cls: type = BackendSimulator
-    else:
-        cls = load_backend(args.backend)
-    simulated = issubclass(cls, BackendSimulator)
-    if args.sections is not None and not simulated:
+    target = BackendSimulator if args.backend is None else load_backend(args.backend)
+    options = dict(args.backend_options)
+    if len(options) < len(args.backend_options):
+        raise CommandLineError("-o: each KEY once")
+    if isinstance(target, type) and issubclass(target, BackendSimulator):
+        if args.sections is not None and "sections" in options:
+            raise CommandLineError("give --sections or -o sections, not both")
+        options.setdefault("sections", args.sections or DEFAULT_SECTIONS)
+    elif args.sections is not None:
         raise CommandLineError("--sections applies to the simulator only")
-    try:
-        backend = cls(sections=args.sections or DEFAULT_SECTIONS) if simulated else cls()
-    except Exception as error:  # pylint: disable=broad-except
-        raise CommandLineError(f"cannot create {cls.__name__}: "
-                               f"{type(error).__name__}: {error}") from None
-    setup = Setup(backend, SimulatorHandler(backend) if simulated else DBProtocolHandler(backend),
-                  public, max_line=args.max_line, timeout=args.timeout, verbose=args.verbose)
-    if simulated:
+    made = _make(target, options)
+    if isinstance(made, Handler):
+        if args.threaded and not getattr(made, "threaded", False):
+            raise CommandLineError("--threaded applies to a backend: make your handler with "
+                                   "threaded=True")
+        handler, backend = made, getattr(made, "backend", None)
+    elif not _is_backend(made):
+        raise CommandLineError(f"--backend {args.backend!r} made {type(made).__name__}, not a "
+                               "backend (no command methods)")
+    else:
+        kind = SimulatorHandler if isinstance(made, BackendSimulator) else DBProtocolHandler
+        handler, backend = kind(made, threaded=args.threaded), made
+    setup = Setup(backend, handler, public, max_line=args.max_line, timeout=args.timeout,
+                  verbose=args.verbose)
+    if isinstance(handler, SimulatorHandler):
         setup.control = _control_description(args)
         if setup.control is not None:
-            setup.control_handler = ControlHandler(backend.faults)
+            setup.control_handler = ControlHandler(handler.faults)
     elif args.control_port not in (_AUTO, None):
         raise CommandLineError("--control-port applies to the simulator only")
     return setup
-
-
-def describe_address(address: Any) -> str:
-    """A listening address as text: ``tcp:127.0.0.1:8978``, ``unix:/path``..."""
-    if isinstance(address, IPv4Address):
-        return f"tcp:{address.host}:{address.port}"
-    if isinstance(address, IPv6Address):
-        return f"tcp6:[{address.host}]:{address.port}"
-    if isinstance(address, UNIXAddress):
-        name = address.name
-        return "unix:" + (name.decode("utf-8", "replace") if isinstance(name, bytes)
-                          else str(name))
-    return str(address)
 
 
 def _not_factory_noise(event: dict[str, Any]) -> PredicateResult:
@@ -255,6 +340,8 @@ def _begin_logging(verbose: bool) -> None:
 
 def _listen_error(failure: Failure, description: str) -> str:
     error = failure.value
+    if isinstance(error, OpenError):
+        return str(error)  # it says plainly which backend failed, and how
     if isinstance(error, CannotListenError):
         reason = error.socketError
         text = getattr(reason, "strerror", None) or str(reason)

@@ -28,7 +28,6 @@ import inspect
 from typing import Any, Callable, Sequence, TypeVar, overload
 
 from astropy.time import Time
-from twisted.internet.defer import CancelledError
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -409,7 +408,7 @@ class Backend:
 
 def _not_done(failure: Failure, what: str) -> None:
     """A time-tagged hook could not be queued or failed out of its handler."""
-    if failure.check(WorkerStopped, CancelledError):
+    if failure.check(WorkerStopped):
         _log.info("time-tagged {what} not done: the server is stopping", what=what)
     else:
         _log.failure("time-tagged {what} failed", failure, what=what)

@@ -4,11 +4,13 @@ import pytest
 from astropy.time import Time
 from twisted.internet import task
 from twisted.logger import LogLevel, formatEvent, globalLogPublisher
+from twisted.python.failure import Failure
 
-from discosbackend.backend import UNCHANGED, Backend, blocking, runs_in_worker
+from discosbackend.backend import UNCHANGED, Backend, _not_done, blocking, runs_in_worker
 from discosbackend.commands import COMMANDS
 from discosbackend.errors import BackendError, HandlerException, NotSupportedError
 from discosbackend.timediscos import TICKS_PER_SECOND, acs_to_time
+from discosbackend.worker import WorkerStopped
 
 NOW = 1_700_000_000
 
@@ -515,3 +517,11 @@ def test_blocking_keeps_the_method_and_refuses_async_def():
         blocking(coroutine)
     with pytest.raises(TypeError, match="is async def"):
         blocking(False)(coroutine)
+
+
+def test_a_timer_hook_that_cannot_run_is_logged(log_events):
+    _not_done(Failure(WorkerStopped("time-tagged start: the server is stopping")), "start")
+    _not_done(Failure(SystemExit(1)), "stop")
+    texts = [(event["log_level"], formatEvent(event)) for event in log_events]
+    assert texts == [(LogLevel.info, "time-tagged start not done: the server is stopping"),
+                     (LogLevel.critical, "time-tagged stop failed")]

@@ -252,9 +252,9 @@ class Setup:
 
     def describe(self) -> str:
         """What is served, e.g. ``BackendSimulator (2 sections)``, ``MyBackend (threaded)``."""
-        served = self.handler if self.backend is None else self.backend
-        describer = getattr(served, "describe", None)
-        text = describer() if callable(describer) else type(served).__name__
+        served: Any = self.handler if self.backend is None else self.backend
+        text = (served.describe() if callable(getattr(served, "describe", None))
+                else type(served).__name__)
         return text + (" (threaded)" if getattr(self.handler, "threaded", False) else "")
 
 

@@ -5,10 +5,11 @@ Starts three servers in subprocesses on loopback:
 
 * ``floor``: a bare Twisted ``LineOnlyReceiver`` answering every line with a
   fixed status reply (the cost of Twisted alone);
-* ``format``: the same receiver calling the same in-memory ``Backend``'s
-  ``status()`` and writing the reply with one f-string: no parsing, no
-  checks, no dispatch (what answering ``?status`` costs at the least);
-* ``ours``: ``DBProtocolHandler`` over that ``Backend``;
+* ``format``: the same receiver calling an in-memory ``Backend``'s
+  ``status()`` (its own, as a backend that asks its hardware has) and
+  writing the reply with one f-string: no parsing, no checks, no dispatch
+  (what answering ``?status`` costs at the least);
+* ``ours``: ``DBProtocolHandler`` over that backend;
 * ``threaded`` (with ``--threaded``): the same, with ``threaded=True``: every
   ``status()`` call goes to the worker thread and back;
 * ``baseline`` (with ``--baseline DIR``): the same as ``ours``, but with the
@@ -55,16 +56,26 @@ def serve(kind: str) -> None:
 
     from discosbackend.backend import Backend
 
+    class Polled(Backend):
+        """A status() of its own, as a backend that asks its hardware has.
+
+        (Backend's own status() is answered on the reactor even when
+        threaded: this one goes to the worker.)
+        """
+
+        def status(self) -> tuple[float, str, bool]:
+            return self.clock.seconds(), "ok", self.acquiring
+
     if kind in ("ours", "threaded", "baseline"):
         from discosbackend import server
         from discosbackend.handlers import DBProtocolHandler
-        handler = (DBProtocolHandler(Backend(), threaded=True) if kind == "threaded"
-                   else DBProtocolHandler(Backend()))
+        handler = (DBProtocolHandler(Polled(), threaded=True) if kind == "threaded"
+                   else DBProtocolHandler(Polled()))
         listening = server.listen(0, handler, interface="127.0.0.1")
         listening.addCallback(lambda port: print(port.getHost().port, flush=True))
         reactor.run()
         return
-    backend = Backend()
+    backend = Polled()
 
     class Floor(LineOnlyReceiver):
         """Answers each line with a fixed reply: the cost of Twisted alone."""

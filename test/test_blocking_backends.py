@@ -29,16 +29,9 @@ from discosbackend import server
 from discosbackend.handlers import DBProtocolHandler
 from discosbackend.protocol import DBProtocolFactory
 from sleepy_backends import SleepyBackend
-from test_server import connect_to
+from test_server import connect_to, serve
 
 HERE = Path(__file__).resolve().parent
-
-
-@pytest_twisted.inlineCallbacks
-def serve_threaded(backend: SleepyBackend, **options):
-    port = yield server.listen(0, DBProtocolHandler(backend, threaded=True),
-                               interface="127.0.0.1", **options)
-    return port
 
 
 @defer.inlineCallbacks
@@ -56,7 +49,7 @@ def until(condition, limit: float = 10.0):
 @pytest_twisted.inlineCallbacks
 def test_another_connection_is_answered_while_a_2_s_call_runs():
     backend = SleepyBackend()
-    port = yield serve_threaded(backend)
+    port = yield serve(backend, threaded=True)
     try:
         slow, quick = yield defer.gatherResults([connect_to(port), connect_to(port)])
         yield defer.gatherResults([slow.wait(1), quick.wait(1)])
@@ -76,7 +69,7 @@ def test_another_connection_is_answered_while_a_2_s_call_runs():
 @pytest_twisted.inlineCallbacks
 def test_pipelined_requests_on_one_connection_are_answered_in_order():
     backend = SleepyBackend()
-    port = yield serve_threaded(backend)
+    port = yield serve(backend, threaded=True)
     try:
         client = yield connect_to(port)
         client.transport.write(b"?sleep,0.2\r\n?set-integration,40\r\n?version\r\n"
@@ -125,7 +118,7 @@ def test_a_call_that_overruns_the_timeout_finishes_in_the_background(logged):
 @pytest_twisted.inlineCallbacks
 def test_a_time_tagged_start_fires_while_the_worker_sleeps(logged):
     backend = SleepyBackend()
-    port = yield serve_threaded(backend)
+    port = yield serve(backend, threaded=True)
     try:
         starter, sleeper = yield defer.gatherResults([connect_to(port), connect_to(port)])
         yield defer.gatherResults([starter.wait(1), sleeper.wait(1)])
@@ -156,11 +149,15 @@ def wait_until_sleeping(client: LineClient) -> None:
 
 def test_serve_a_factory_with_options_threaded_and_sigterm_during_a_call():
     served = start_serve(["--backend", "sleepy_backends:make_backend", "-o", "host=10.0.0.5",
-                          "-o", "port=7000", "--threaded", "--port", "0"], cwd=HERE)
+                          "-o", "port=7000", "--threaded", "--port", "0", "--timeout", "1"],
+                         cwd=HERE)
     try:
         assert served.what == "SleepyBackend (threaded)"
         with LineClient(served.port) as client, LineClient(served.port) as watcher:
             assert client.ask("?options") == "!options,ok,host='10.0.0.5',port=7000"
+            # time.sleep overruns the timeout: fail, and the next request waits its turn
+            assert client.ask("?sleep,1.5") == "!sleep,fail,timeout after 1 s"
+            assert client.ask("?get-tpi") == "!get-tpi,ok,903.21,1240.57"
             client.send("?sleep,2")
             wait_until_sleeping(watcher)
             served.process.send_signal(signal.SIGTERM)  # during the call
@@ -170,8 +167,9 @@ def test_serve_a_factory_with_options_threaded_and_sigterm_during_a_call():
         served.terminate()
     assert served.process.returncode == 0, err
     assert "Received SIGTERM" in err and "Traceback" not in err
+    assert "backend call sleep() overran: it finished after 1.5" in err
     # close() ran in the worker, after the call it waited for
-    assert "closed after open, sleep, slept, close" in out
+    assert "closed after open, sleep, slept, get_tpi, sleep, slept, close" in out
 
 
 RUN_SERVER_STUCK = """

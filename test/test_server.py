@@ -94,8 +94,9 @@ class LineCollector(Protocol):
 
 
 @pytest_twisted.inlineCallbacks
-def serve(backend=None, **options):
-    port = yield server.listen(0, DBProtocolHandler(backend or SessionBackend()),
+def serve(backend=None, threaded=False, **options):
+    port = yield server.listen(0, DBProtocolHandler(backend or SessionBackend(),
+                                                    threaded=threaded),
                                interface="127.0.0.1", **options)
     return port
 

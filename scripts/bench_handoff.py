@@ -21,6 +21,7 @@ import statistics
 import subprocess
 import sys
 import time
+from functools import partial
 from typing import Any, Callable
 
 KINDS = ("pool", "worker")
@@ -46,7 +47,7 @@ def measure(kind: str, calls: int) -> None:
 
         def submit(done: Callable[[Any], None]) -> None:
             worker.call("int()", int).addCallback(done)
-        starting, stopping = worker.start, lambda: worker.stop(5)
+        starting, stopping = worker.start, partial(worker.stop, 5)
     times: list[float] = []
 
     def one() -> None:

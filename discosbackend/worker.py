@@ -3,8 +3,10 @@
 A :class:`Worker` runs calls in one thread, one at a time and in the order
 they were given, so backend code need not be thread-safe and sees requests
 in the order the client sent them.  Each call's result comes back on the
-reactor, as a Deferred (through ``reactor.callFromThread``, once for all
-the calls that finish before the reactor takes their results).  The thread
+reactor, as a Deferred.  Results and what calls ask the reactor to do
+(:func:`on_reactor`) reach it in order through one outbox, taken with one
+``reactor.callFromThread`` for all that is posted before the reactor
+comes to it.  The thread
 is a plain daemon thread fed by a ``queue.SimpleQueue``, not a Twisted
 ``ThreadPool``: its stop can be bounded, a call stuck in the hardware does
 not keep the process alive once the server has stopped waiting for it, and
@@ -47,17 +49,18 @@ def current_worker() -> Worker | None:
 
 
 def on_reactor(function: Callable[..., object], *args: Any) -> None:
-    """Call ``function(*args)``: now, or on the reactor thread if called in a worker.
+    """Call ``function(*args)``: now, or on the reactor if called in a worker's thread.
 
     Twisted's timers (``callLater``, ``cancel``) may be used on the reactor
     thread only: backend code that may run in a worker reaches them through
-    this.
+    this.  From a worker it is done before the running call's result is
+    delivered (see :meth:`Worker.post`).
     """
     worker = current_worker()
     if worker is None:
         function(*args)
     else:
-        worker.reactor.callFromThread(function, *args)
+        worker.post(function, *args)
 
 
 class WorkerStopped(RuntimeError):
@@ -95,9 +98,9 @@ class Worker:
         self._lock = threading.Lock()
         self._waiting: deque[_Call] = deque()  # given, not started (in order)
         self._running: _Call | None = None
-        # Finished calls the reactor has not taken yet, and whether it has
-        # been told to take them: one wake-up of the reactor for a burst.
-        self._finished_calls: deque[tuple[_Call, bool, Any, float]] = deque()
+        # What waits for the reactor, in order, and whether the reactor has
+        # been told to take it: one wake-up of the reactor for a burst.
+        self._outbox: deque[tuple[Callable[..., object], tuple[Any, ...]]] = deque()
         self._delivery_due = False
         self._stopped = False
 
@@ -228,20 +231,33 @@ class Worker:
         finally:
             self._running = None
         elapsed = time.monotonic() - call.started
+        # After what the call posted itself (a timer to arm, say): a client
+        # that has its reply finds done what the call did.
+        self.post(self._finished, call, succeeded, result, elapsed)
+
+    def post(self, function: Callable[..., object], *args: Any) -> None:
+        """Have the reactor call ``function(*args)``, after what was posted before.
+
+        From any thread.  What a call posts, its result included, reaches
+        the reactor in the order posted.
+        """
         with self._lock:
-            self._finished_calls.append((call, succeeded, result, elapsed))
+            self._outbox.append((function, args))
             due, self._delivery_due = self._delivery_due, True
         if not due:
             self.reactor.callFromThread(self._deliver)
 
     def _deliver(self) -> None:
-        """Take the finished calls' results to their Deferreds: on the reactor."""
+        """Do what was posted, in order: on the reactor."""
         with self._lock:
-            finished = list(self._finished_calls)
-            self._finished_calls.clear()
+            posted = list(self._outbox)
+            self._outbox.clear()
             self._delivery_due = False
-        for call, succeeded, result, elapsed in finished:
-            self._finished(call, succeeded, result, elapsed)
+        for function, args in posted:
+            try:
+                function(*args)
+            except Exception:  # pylint: disable=broad-except  # the rest must still be done
+                _log.failure("posted by the worker: {function!r} failed", function=function)
 
     def _finished(self, call: _Call, succeeded: bool, result: Any, elapsed: float) -> None:
         """``call`` has returned ``result`` after ``elapsed`` seconds: on the reactor."""

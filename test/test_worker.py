@@ -122,6 +122,36 @@ def test_on_reactor_is_immediate_on_the_reactor_and_queued_from_the_worker(worke
 
 
 @pytest_twisted.inlineCallbacks
+def test_what_a_call_posts_is_done_before_its_result_is_delivered(worker):
+    done: list[str] = []
+
+    def arm(number: int) -> int:
+        on_reactor(done.append, f"armed {number}")
+        return number
+
+    calls = [worker.call(f"arm({n})", arm, n) for n in range(20)]
+    for number, call in enumerate(calls):
+        call.addCallback(lambda result: done.append(f"result {result}"))
+    yield defer.gatherResults(calls)
+    assert done == [text for n in range(20) for text in (f"armed {n}", f"result {n}")]
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_failing_post_is_logged_and_the_rest_is_done(worker, logged):
+    done: list[str] = []
+
+    def posts() -> str:
+        worker.post(lambda: 1 / 0)
+        worker.post(done.append, "after")
+        return "returned"
+
+    assert (yield worker.call("posts()", posts)) == "returned"
+    assert done == ["after"]
+    assert [text.split(":")[0] for text in logged.texts(LogLevel.critical)] == [
+        "posted by the worker"]
+
+
+@pytest_twisted.inlineCallbacks
 def test_running_and_waiting_say_what_the_worker_does(worker):
     gated = Gated()
     first = worker.call("gated()", gated)

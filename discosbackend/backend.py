@@ -9,39 +9,115 @@ Every method may return its value, a Deferred firing with it, or be
 :class:`~discosbackend.errors.HandlerException`) to refuse a request with a
 reason: the client gets ``!name,fail,<reason>``.
 
+Methods that block (hardware I/O, ``time.sleep``) run in the server's
+worker thread when the handler is threaded
+(``DBProtocolHandler(backend, threaded=True)``) or when marked with
+:func:`blocking`; :func:`runs_in_worker` is the one rule deciding it.
+
 Start and stop, immediate or time-tagged, are implemented here on an
 injectable clock: override :meth:`Backend.start_acquisition` and
 :meth:`Backend.stop_acquisition` to drive the hardware, and every backend
-gets the protocol's scheduling rules right.
+gets the protocol's scheduling rules right.  Their timers always run on the
+reactor; when ``start``/``stop`` run in the worker, so do the hooks a timer
+calls, queued behind the calls already waiting.
 """
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+import inspect
+from typing import Any, Callable, Sequence, TypeVar, overload
 
 from astropy.time import Time
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 from discosbackend import timediscos
 from discosbackend.commands import UNCHANGED
 from discosbackend.errors import BackendError, NotSupportedError
 from discosbackend.reactor import global_reactor
+from discosbackend.watchdog import DEFAULT_THRESHOLD
+from discosbackend.worker import WorkerStopped, current_worker, on_reactor
 
-__all__ = ["Backend", "UNCHANGED", "BackendError"]
+__all__ = ["Backend", "UNCHANGED", "BackendError", "blocking", "runs_in_worker"]
 
 _log = Logger()
+F = TypeVar("F", bound=Callable[..., Any])
+
+# The attribute @blocking sets on a method: True (worker) or False (reactor).
+_BLOCKING = "discos_blocking"
+# Backend.start/stop carry this instead: they run where the acquisition hooks run.
+_LIKE_HOOKS = "like the acquisition hooks"
+_HOOKS = ("start_acquisition", "stop_acquisition")
+
+
+@overload
+def blocking(target: F) -> F:
+    ...
+
+
+@overload
+def blocking(target: bool) -> Callable[[F], F]:
+    ...
+
+
+def blocking(target: F | bool) -> F | Callable[[F], F]:
+    """Mark a backend method as blocking: the server calls it in its worker thread.
+
+    ``@blocking`` on a method that talks to hardware or sleeps keeps it off
+    the reactor even when the handler is not threaded.  ``@blocking(False)``
+    keeps a method on the reactor even when the handler is threaded: for a
+    method that returns a Deferred (``async def`` methods always stay there).
+    """
+    if isinstance(target, bool):
+        value = target
+        return lambda method: _mark(method, value)
+    return _mark(target, True)
+
+
+def _mark(method: F, value: bool) -> F:
+    if inspect.iscoroutinefunction(method):
+        raise TypeError(f"{method.__qualname__} is async def: it runs on the reactor and "
+                        "never blocks it; do not mark it")
+    setattr(method, _BLOCKING, value)
+    return method
+
+
+def runs_in_worker(method: Callable[..., Any], default: bool) -> bool:
+    """Whether the server calls the backend's bound ``method`` in its worker thread.
+
+    ``default`` is the handler's mode (``threaded``).  ``async def`` methods
+    never do; methods marked with :func:`blocking` do as marked; the
+    :class:`Backend`'s own ``start``/``stop`` do when the handler is threaded
+    or an acquisition hook is marked ``@blocking``.
+    """
+    if inspect.iscoroutinefunction(method):
+        return False
+    mark = getattr(method, _BLOCKING, None)
+    if mark == _LIKE_HOOKS:
+        owner = getattr(method, "__self__", None)
+        return default or any(getattr(getattr(owner, hook, None), _BLOCKING, None) is True
+                              for hook in _HOOKS)
+    return default if mark is None else bool(mark)
+
+
+def _like_hooks(method: F) -> F:
+    setattr(method, _BLOCKING, _LIKE_HOOKS)
+    return method
 
 
 class _Pending:
-    """A time-tagged start or stop: when it fires and the call to cancel."""
+    """A time-tagged start or stop: when it fires, and its timer (once armed)."""
 
-    def __init__(self, at: float, call: IDelayedCall) -> None:
+    def __init__(self, at: float) -> None:
         self.at = at
-        self.call = call
+        self.call: IDelayedCall | None = None
 
     def cancel(self) -> None:
-        if self.call.active():
+        on_reactor(self._cancel_timer)
+
+    def _cancel_timer(self) -> None:
+        if self.call is not None and self.call.active():
             self.call.cancel()
 
 
@@ -101,6 +177,10 @@ class Backend:
 
     # -- commands -------------------------------------------------------
 
+    # These two are the library's, quick and thread-safe: answered on the
+    # reactor at once even when the worker is busy.  An override is yours:
+    # it runs where your other methods run.
+    @blocking(False)
     def status(self) -> tuple[Any, str, bool]:
         """``status``: (timestamp, status word, acquiring).
 
@@ -109,6 +189,7 @@ class Backend:
         """
         return self.time(), "ok", self._acquiring
 
+    @blocking(False)
     def time(self) -> float | Time:
         """``time``: the backend's clock, unix seconds or an astropy ``Time``."""
         return self.clock.seconds()
@@ -186,6 +267,11 @@ class Backend:
         raise NotSupportedError("not supported: set-shift")
 
     # -- acquisition ----------------------------------------------------
+    #
+    # Threads: every method here may run in the worker thread (see
+    # runs_in_worker).  The scheduling state is then only touched there, one
+    # call at a time; the timers live on the reactor (reached through
+    # on_reactor), and a timer that fires queues its hook to the worker.
 
     def start_acquisition(self) -> None:
         """Hardware hook: begin acquiring now.  Raise to refuse."""
@@ -193,6 +279,7 @@ class Backend:
     def stop_acquisition(self) -> None:
         """Hardware hook: stop acquiring now.  Raise to refuse."""
 
+    @_like_hooks
     def start(self, timestamp: Time | None = None) -> None:
         """``start``: acquire now, or at ``timestamp``.
 
@@ -208,7 +295,7 @@ class Backend:
                 self._pending_start.cancel()
                 self._pending_start = None
             return
-        at, delay = self._schedule_time(timestamp)
+        at = self._schedule_time(timestamp)
         if self._acquiring and (self._pending_stop is None or self._pending_stop.at >= at):
             raise BackendError("already acquiring")
         if self._pending_start is not None:
@@ -218,8 +305,9 @@ class Backend:
             # The pending stop belonged to the start being replaced.
             self._pending_stop.cancel()
             self._pending_stop = None
-        self._pending_start = _Pending(at, self.clock.callLater(delay, self._fire_start))
+        self._pending_start = self._schedule(at, "start", self._fire_start)
 
+    @_like_hooks
     def stop(self, timestamp: Time | None = None) -> None:
         """``stop``: stop now, or at ``timestamp``.
 
@@ -234,16 +322,17 @@ class Backend:
                 self._end()
             self._cancel_pending()
             return
-        at, delay = self._schedule_time(timestamp)
+        at = self._schedule_time(timestamp)
         if not self._acquiring and self._pending_start is None:
             raise BackendError("not acquiring")
         if self._pending_start is not None and at <= self._pending_start.at:
             raise BackendError("stop time must follow the pending start")
         if self._pending_stop is not None:
             self._pending_stop.cancel()
-        self._pending_stop = _Pending(at, self.clock.callLater(delay, self._fire_stop))
+        self._pending_stop = self._schedule(at, "stop", self._fire_stop)
 
-    def _schedule_time(self, timestamp: Time) -> tuple[float, float]:
+    def _schedule_time(self, timestamp: Time) -> float:
+        """Unix seconds of ``timestamp``; refuses a time already past."""
         if isinstance(timestamp, Time):
             at = timediscos.time_to_acs(timestamp) / timediscos.TICKS_PER_SECOND
         else:
@@ -253,7 +342,26 @@ class Backend:
             raise BackendError(
                 f"past timestamp: {timediscos.format_reply_timestamp(timestamp)} is "
                 f"{-delay:.3f} s ago")
-        return at, delay
+        return at
+
+    def _schedule(self, at: float, what: str,
+                  action: Callable[[_Pending], None]) -> _Pending:
+        """A timer calling ``action(pending)`` at ``at``, where this call runs."""
+        pending = _Pending(at)
+        worker = current_worker()
+
+        def fire() -> None:  # on the reactor, on time
+            if worker is None:
+                action(pending)
+            else:  # behind the calls already waiting: backend code never runs twice at once
+                worker.call(f"time-tagged {what}", action, pending).addErrback(
+                    _not_done, what)
+
+        def arm() -> None:  # on the reactor
+            pending.call = self.clock.callLater(max(0.0, at - self.clock.seconds()), fire)
+
+        on_reactor(arm)
+        return pending
 
     def _begin(self) -> None:
         self.start_acquisition()
@@ -269,8 +377,18 @@ class Backend:
                 pending.cancel()
         self._pending_start = self._pending_stop = None
 
-    def _fire_start(self) -> None:
+    def _late(self, what: str, pending: _Pending) -> None:
+        """Warn when a time-tagged ``what`` runs well after its time."""
+        late = self.clock.seconds() - pending.at
+        if late > DEFAULT_THRESHOLD:
+            _log.warn("time-tagged {what} ran {late:.3f} s after its time: the backend was "
+                      "busy", what=what, late=late)
+
+    def _fire_start(self, pending: _Pending) -> None:
+        if self._pending_start is not pending:
+            return  # cancelled or replaced while its hook waited for the worker
         self._pending_start = None
+        self._late("start", pending)
         if self._acquiring:
             _log.warn("time-tagged start found the backend already acquiring")
             return
@@ -279,11 +397,22 @@ class Backend:
         except Exception:  # pylint: disable=broad-except
             _log.failure("time-tagged start failed")
 
-    def _fire_stop(self) -> None:
+    def _fire_stop(self, pending: _Pending) -> None:
+        if self._pending_stop is not pending:
+            return
         self._pending_stop = None
+        self._late("stop", pending)
         if not self._acquiring:
             return
         try:
             self._end()
         except Exception:  # pylint: disable=broad-except
             _log.failure("time-tagged stop failed")
+
+
+def _not_done(failure: Failure, what: str) -> None:
+    """A time-tagged hook could not be queued or failed out of its handler."""
+    if failure.check(WorkerStopped):
+        _log.info("time-tagged {what} not done: the server is stopping", what=what)
+    else:
+        _log.failure("time-tagged {what} failed", failure, what=what)

@@ -13,7 +13,7 @@ from typing import Any
 from discosbackend.grammar import FAIL, INVALID
 
 __all__ = ["HandlerException", "BackendError", "ArgumentError", "NotSupportedError",
-           "InvalidRequest", "ReplyShapeError"]
+           "InvalidRequest", "ReplyShapeError", "OpenError"]
 
 
 class HandlerException(Exception):
@@ -52,3 +52,11 @@ class ReplyShapeError(ValueError):
         super().__init__(reason)
         self.result = result
         self.method = method
+
+
+class OpenError(Exception):
+    """The backend's ``open()`` failed: the server cannot serve it.
+
+    Raised when the server starts listening (from the handler's
+    ``start()``); its message names the backend and the original error.
+    """

@@ -15,14 +15,17 @@ import inspect
 from dataclasses import dataclass
 from functools import partial
 from types import MappingProxyType
-from typing import Any, Callable, Mapping, Union
+from typing import Any, Callable, Iterator, Mapping, Union
 
 from twisted.internet.defer import Deferred, ensureDeferred
 
 from discosbackend import __protocol_version__
+from discosbackend.backend import runs_in_worker
 from discosbackend.commands import HELP, VERSION, Command, commands_of
-from discosbackend.errors import ArgumentError, HandlerException, InvalidRequest, NotSupportedError
+from discosbackend.errors import (ArgumentError, HandlerException, InvalidRequest,
+                                  NotSupportedError, OpenError)
 from discosbackend.grammar import Message, fail, ok, request
+from discosbackend.worker import DEFAULT_SHUTDOWN_WAIT, Worker
 
 __all__ = ["Handler", "HandlerException", "DBProtocolHandler", "AlwaysOkHandler",
            "AlwaysFailHandler", "AlwaysRaiseHandler", "Reply", "Route", "RawReply",
@@ -138,6 +141,14 @@ class DBProtocolHandler(Handler):
     (``invalid``).  ``client_commands`` serves ``get-rms``, which the real
     client sends though no published version lists it.
 
+    With ``threaded`` the backend's methods run in a worker thread, one at
+    a time in arrival order (see :mod:`discosbackend.worker`); without it,
+    only those marked with :func:`~discosbackend.backend.blocking` do.
+    Arguments are checked, and ``version`` answered, on the reactor all the
+    same.  When the server stops, ``stop()`` waits up to ``shutdown_wait``
+    seconds for a running call.  ``reactor`` is where the worker delivers
+    results (the global reactor by default).
+
     Everything a request needs is prepared here, once: each command gets
     an *answer* (check the arguments, call the backend's method, format its
     result as the reply's wire bytes), the backend's methods are looked up
@@ -146,9 +157,18 @@ class DBProtocolHandler(Handler):
     """
 
     def __init__(self, backend: Any, *, protocol: str = __protocol_version__,
-                 client_commands: bool = True) -> None:
+                 client_commands: bool = True, threaded: bool = False,
+                 shutdown_wait: float | None = DEFAULT_SHUTDOWN_WAIT,
+                 reactor: Any = None) -> None:
         self.backend = backend
         self.protocol = protocol
+        self.threaded = threaded
+        self.shutdown_wait = shutdown_wait
+        #: The thread running the backend's blocking methods; ``None`` if none does.
+        self.worker: Worker | None = None
+        self._reactor = reactor
+        if threaded:
+            self._get_worker()
         self.commands: dict[str, Command] = commands_of(backend, protocol, client_commands)
         self._answers = {name: self._answer(command) for name, command in self.commands.items()}
         if type(self).handle is DBProtocolHandler.handle:
@@ -160,13 +180,38 @@ class DBProtocolHandler(Handler):
                 {name: partial(self._handle_request, name) for name in self._answers})
 
     def start(self) -> None:
-        starter = getattr(self.backend, "open", None)
-        if callable(starter):
-            starter()
+        """Start the worker, if any, and call the backend's ``open()`` (in the worker, if any).
+
+        Raises :class:`~discosbackend.errors.OpenError` if ``open()`` fails.
+        """
+        if self.worker is not None:
+            self.worker.start()
+        opener = getattr(self.backend, "open", None)
+        if not callable(opener):
+            return
+        try:
+            if self.worker is None:
+                opener()
+            else:
+                self.worker.call_and_wait("open()", opener)
+        except Exception as error:  # pylint: disable=broad-except
+            if self.worker is not None:
+                self.worker.stop(self.shutdown_wait)
+            raise OpenError(f"{type(self.backend).__name__}.open() failed: "
+                            f"{type(error).__name__}: {error}") from error
 
     def stop(self) -> None:
+        """Call the backend's ``close()`` and stop the worker, if any.
+
+        With a worker, ``close()`` runs there after the running call, and this
+        waits at most ``shutdown_wait`` seconds for both; calls not started
+        yet are dropped.
+        """
         closer = getattr(self.backend, "close", None)
-        if callable(closer):
+        closer = closer if callable(closer) else None
+        if self.worker is not None:
+            self.worker.stop(self.shutdown_wait, closer)
+        elif closer is not None:
             closer()
 
     def handle(self, message: Message) -> Reply:
@@ -175,6 +220,15 @@ class DBProtocolHandler(Handler):
         if answer is None:
             raise InvalidRequest(f"unknown command {message.name!r}")
         return answer(message.arguments)
+
+    def _get_worker(self) -> Worker:
+        if self.worker is None:
+            self.worker = Worker(type(self.backend).__name__, self._reactor)
+        return self.worker
+
+    def _in_worker(self, name: str, method: Callable[..., Any]) -> Callable[..., Deferred[Any]]:
+        """``method`` called through the worker: its result comes as a Deferred."""
+        return partial(self._get_worker().call, f"{name}()", _in_thread(method))
 
     def _handle_request(self, name: str, arguments: list[str]) -> Reply:
         """A route that leads through :meth:`handle`."""
@@ -205,6 +259,9 @@ class DBProtocolHandler(Handler):
         else:
             limit = None  # it takes them all
         takes_arguments = bool(command.arguments)
+        if runs_in_worker(method, self.threaded):
+            # Its result becomes a Deferred, answered below as any other.
+            method = self._in_worker(command.method, method)
 
         def answer(arguments: list[str]) -> bytes | Deferred[bytes]:
             values = command.parse_arguments(arguments) if arguments or takes_arguments else []
@@ -228,6 +285,15 @@ class DBProtocolHandler(Handler):
             return command.reply_line([described.usage(),
                                        described.summary or "no description"])
         return answer_help
+
+
+def _in_thread(method: Callable[..., Any]) -> Callable[..., Any]:
+    """``method`` as the worker calls it: an iterator it returns is read there."""
+    def call(*values: Any) -> Any:
+        result = method(*values)
+        # A generator runs backend code as it is read: not on the reactor.
+        return tuple(result) if isinstance(result, Iterator) else result
+    return call
 
 
 def _positional_limit(method: Callable[..., Any]) -> int | None:

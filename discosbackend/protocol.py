@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import ipaddress
 import math
+import time
 from collections import deque
 from functools import partial
 from ipaddress import IPv4Network, IPv6Network
@@ -31,6 +32,7 @@ from discosbackend.handlers import Handler
 from discosbackend.reactor import or_global
 from discosbackend.responder import RawReply, ReplyBytes, Responder
 from discosbackend.wording import counted
+from discosbackend.watchdog import DEFAULT_THRESHOLD, Watchdog
 
 __all__ = ["DBProtocol", "DBProtocolFactory", "DEFAULT_MAX_LINE", "DEFAULT_MAX_UNSENT",
            "DEFAULT_MAX_PENDING", "DEFAULT_MAX_CONNECTIONS", "DEFAULT_LINGER",
@@ -277,6 +279,8 @@ class DBProtocol(LineOnlyReceiver):
                 return
             self._discarding = False
             data = data[end + 1:]
+        watchdog = self.factory.watchdog
+        started = watchdog.timer() if watchdog is not None else 0.0
         lines = (self._buffer + data).split(b"\n")
         self._buffer = lines.pop()
         self._batch = []
@@ -298,6 +302,8 @@ class DBProtocol(LineOnlyReceiver):
         finally:
             self._flush()
             self._batch = None
+            if watchdog is not None:
+                watchdog.check(started, lines)
 
     def lineReceived(self, line: bytes) -> None:
         reply = self._respond(line)
@@ -385,7 +391,10 @@ class DBProtocolFactory(Factory[DBProtocol]):
     for ``idle_timeout`` seconds is closed (``None``: never).  ``linger`` is how
     long a connection whose client has closed its side waits for the
     replies still due, in seconds (``None``: for ever); ``log_requests``
-    logs every exchange (see :mod:`discosbackend.logs`).
+    logs every exchange (see :mod:`discosbackend.logs`).  ``watchdog`` is
+    the seconds a packet of requests may keep the reactor before a warning
+    (``None``: no watchdog; see :mod:`discosbackend.watchdog`), timed by
+    ``timer``.
     """
 
     protocol = DBProtocol
@@ -398,7 +407,9 @@ class DBProtocolFactory(Factory[DBProtocol]):
                  max_connections: int | None = DEFAULT_MAX_CONNECTIONS,
                  allow: Iterable[str] | None = None,
                  idle_timeout: float | None = None,
-                 linger: float | None = DEFAULT_LINGER) -> None:
+                 linger: float | None = DEFAULT_LINGER,
+                 watchdog: float | None = DEFAULT_THRESHOLD,
+                 timer: Callable[[], float] = time.perf_counter) -> None:
         if max_line < 16:
             raise ValueError(f"max_line must be at least 16 bytes, not {max_line}")
         if max_pending < 2 or max_unsent < 1:
@@ -412,6 +423,7 @@ class DBProtocolFactory(Factory[DBProtocol]):
         self.idle_timeout = idle_timeout
         self._clock = clock
         self.linger = linger
+        self.watchdog = Watchdog(handler, watchdog, timer) if watchdog is not None else None
         self.responder = Responder(handler, timeout=timeout, clock=clock,
                                    log_requests=log_requests)
         self.connections: set[DBProtocol] = set()

@@ -1,7 +1,8 @@
 """Serve a handler: ``run_server`` (blocking) and ``listen`` (non-blocking).
 
-Where to listen is a port number or a Twisted endpoint string such as
-``tcp:8978:interface=127.0.0.1`` or ``unix:/tmp/backend.sock``::
+Where to listen is a port number (on all interfaces, as discos-backend 1.4
+did) or a Twisted endpoint string such as ``tcp:8978:interface=127.0.0.1``
+or ``unix:/tmp/backend.sock``::
 
     from discosbackend import server
     from discosbackend.handlers import DBProtocolHandler
@@ -12,13 +13,16 @@ from __future__ import annotations
 
 import os
 import signal
+import sys
 from typing import Any, Callable, Sequence
 
 from twisted.internet import defer
+from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
 from twisted.internet.defer import Deferred, DeferredList, gatherResults
 from twisted.internet.endpoints import serverFromString
 from twisted.internet.interfaces import IListeningPort
-from twisted.logger import Logger
+from twisted.logger import (FilteringLogObserver, Logger, LogLevel, LogLevelFilterPredicate,
+                            globalLogBeginner, textFileLogObserver)
 from twisted.python.failure import Failure
 
 from discosbackend.handlers import Handler
@@ -26,7 +30,8 @@ from discosbackend.protocol import DBProtocolFactory
 from discosbackend.reactor import global_reactor, or_global
 
 __all__ = ["DEFAULT_PORT", "DEFAULT_BACKLOG", "DEFAULT_GRACE", "endpoint_description",
-           "listen", "stop", "run_until_stopped", "run_server"]
+           "listen", "stop", "run_until_stopped", "run_server", "describe_address",
+           "describe_handler"]
 
 #: The port DISCOS backends conventionally listen on.
 DEFAULT_PORT = 8978
@@ -72,11 +77,14 @@ def listen(where: int | str, handler: Handler, *, interface: str | None = None,
 
     ``options`` are those of :class:`~discosbackend.protocol.DBProtocolFactory`:
     ``max_line``, ``timeout``, ``log_requests``, ``max_unsent``,
-    ``max_pending``, ``max_connections``, ``allow`` and ``idle_timeout``.
+    ``max_pending``, ``max_connections``, ``allow``, ``idle_timeout``,
+    ``linger`` and ``watchdog`` (warn when answering requests blocks the
+    reactor longer than this many seconds; ``None``: never).
     ``port.factory`` is that factory (its ``connections``,
     ``close_connections()``).  Stop with :func:`stop`.  A bad endpoint
     string raises ``ValueError`` at once; a port that cannot be bound fails
-    the Deferred with ``CannotListenError``.
+    the Deferred with ``CannotListenError``, a backend whose ``open()``
+    fails with :class:`~discosbackend.errors.OpenError`.
     """
     reactor = or_global(reactor)
     endpoint = serverFromString(reactor, endpoint_description(where, interface, backlog))
@@ -167,22 +175,64 @@ def _stop_all(ports: list[IListeningPort], grace: float | None) -> Deferred[list
     return gatherResults([stop(port, grace) for port in ports])
 
 
+def describe_address(address: Any) -> str:
+    """A listening address as text: ``tcp:127.0.0.1:8978``, ``unix:/path``..."""
+    if isinstance(address, IPv4Address):
+        return f"tcp:{address.host}:{address.port}"
+    if isinstance(address, IPv6Address):
+        return f"tcp6:[{address.host}]:{address.port}"
+    if isinstance(address, UNIXAddress):
+        name = address.name
+        return "unix:" + (name.decode("utf-8", "replace") if isinstance(name, bytes)
+                          else str(name))
+    return str(address)
+
+
+def describe_handler(handler: Handler) -> str:
+    """What ``handler`` serves: ``MyBackend with DBProtocolHandler (threaded)``."""
+    text = type(handler).__name__
+    backend = getattr(handler, "backend", None)
+    if backend is not None:
+        text = f"{type(backend).__name__} with {text}"
+    if getattr(handler, "threaded", False):
+        text += " (threaded)"
+    return text
+
+
+def _log_to_stderr_unless_logging() -> None:
+    """Begin logging to stderr (info and up) unless the application already began."""
+    # Until someone calls globalLogBeginner.beginLoggingTo (directly, or
+    # through twisted.python.log.startLogging), Twisted only buffers events
+    # in this temporary observer: nobody sees them.
+    if getattr(globalLogBeginner, "_temporaryObserver", None) is None:
+        return
+    observer = FilteringLogObserver(textFileLogObserver(sys.stderr),
+                                    [LogLevelFilterPredicate(defaultLogLevel=LogLevel.info)])
+    globalLogBeginner.beginLoggingTo([observer], redirectStandardIO=False)
+
+
 def run_server(port: int | str, handler: Handler, *, interface: str | None = None,
                backlog: int = DEFAULT_BACKLOG, grace: float | None = DEFAULT_GRACE,
                reactor: Any = None, **options: Any) -> None:
     """Serve ``handler`` until SIGINT/SIGTERM (or ``reactor.stop()``).
 
-    ``port`` is a port number or an endpoint string; ``options`` are
-    :func:`listen`'s.  On shutdown the port stops listening, requests still
-    waiting are answered ``fail,shutting down``, connections get ``grace``
-    seconds to read their replies, and the handler's ``stop()`` is called.
-    Raises the listening error (e.g. ``CannotListenError``) if the port
-    cannot be bound, after the reactor has stopped.
+    ``port`` is a port number, on all interfaces unless ``interface`` is
+    given (as discos-backend 1.4 did), or an endpoint string; ``options``
+    are :func:`listen`'s.  Once listening it logs one line naming what it
+    serves and where; if the application has not begun Twisted logging, it
+    begins logging to stderr (info and up).  There is no per-request
+    timeout unless ``timeout`` is given.  On shutdown the port stops
+    listening, requests still waiting are answered ``fail,shutting down``,
+    connections get ``grace`` seconds to read their replies, and the
+    handler's ``stop()`` is called.  Raises the listening error (e.g.
+    ``CannotListenError``, or :class:`~discosbackend.errors.OpenError`)
+    after the reactor has stopped.
     """
     def announce(ports: list[IListeningPort]) -> None:
-        _log.info("serving {handler} on {address}", handler=type(handler).__name__,
-                  address=ports[0].getHost())
+        _log.info("serving {handler} on {address}", handler=describe_handler(handler),
+                  address=describe_address(ports[0].getHost()))
 
+    _log_to_stderr_unless_logging()
     run_until_stopped([listen(port, handler, interface=interface, backlog=backlog,
                               reactor=reactor, **options)],
                       ready=announce, grace=grace, reactor=reactor)

@@ -443,7 +443,7 @@ class SimulatorHandler(DBProtocolHandler):
     backend: BackendSimulator
 
     def __init__(self, backend: BackendSimulator, **options: Any) -> None:
-        super().__init__(backend, **options)
+        super().__init__(backend, **options)  # threaded and the others: as DBProtocolHandler
 
     @property
     def faults(self) -> Faults:

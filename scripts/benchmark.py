@@ -5,10 +5,13 @@ Starts three servers in subprocesses on loopback:
 
 * ``floor``: a bare Twisted ``LineOnlyReceiver`` answering every line with a
   fixed status reply (the cost of Twisted alone);
-* ``format``: the same receiver calling the same in-memory ``Backend``'s
-  ``status()`` and writing the reply with one f-string: no parsing, no
-  checks, no dispatch (what answering ``?status`` costs at the least);
-* ``ours``: ``DBProtocolHandler`` over that ``Backend``;
+* ``format``: the same receiver calling an in-memory ``Backend``'s
+  ``status()`` (its own, as a backend that asks its hardware has) and
+  writing the reply with one f-string: no parsing, no checks, no dispatch
+  (what answering ``?status`` costs at the least);
+* ``ours``: ``DBProtocolHandler`` over that backend;
+* ``threaded`` (with ``--threaded``): the same, with ``threaded=True``: every
+  ``status()`` call goes to the worker thread and back;
 * ``baseline`` (with ``--baseline DIR``): the same as ``ours``, but with the
   package imported from the source tree ``DIR`` (e.g. a ``git worktree`` of
   an earlier commit), to compare two versions in one run.
@@ -25,7 +28,7 @@ For several rounds, with all three servers up, it measures:
 and prints the medians and the ratios to the floor.  Usage::
 
     python scripts/benchmark.py [--requests 20000] [--lockstep 2000] [--rounds 3]
-                                [--baseline DIR]
+                                [--threaded] [--baseline DIR]
 """
 
 from __future__ import annotations
@@ -53,14 +56,26 @@ def serve(kind: str) -> None:
 
     from discosbackend.backend import Backend
 
-    if kind in ("ours", "baseline"):
+    class Polled(Backend):
+        """A status() of its own, as a backend that asks its hardware has.
+
+        (Backend's own status() is answered on the reactor even when
+        threaded: this one goes to the worker.)
+        """
+
+        def status(self) -> tuple[float, str, bool]:
+            return self.clock.seconds(), "ok", self.acquiring
+
+    if kind in ("ours", "threaded", "baseline"):
         from discosbackend import server
         from discosbackend.handlers import DBProtocolHandler
-        listening = server.listen(0, DBProtocolHandler(Backend()), interface="127.0.0.1")
+        handler = (DBProtocolHandler(Polled(), threaded=True) if kind == "threaded"
+                   else DBProtocolHandler(Polled()))
+        listening = server.listen(0, handler, interface="127.0.0.1")
         listening.addCallback(lambda port: print(port.getHost().port, flush=True))
         reactor.run()
         return
-    backend = Backend()
+    backend = Polled()
 
     class Floor(LineOnlyReceiver):
         """Answers each line with a fixed reply: the cost of Twisted alone."""
@@ -175,11 +190,13 @@ def _start(kind: str, baseline: str | None) -> tuple[subprocess.Popen, int]:
     return process, int(process.stdout.readline())
 
 
-KINDS = ("floor", "format", "ours", "baseline")
+KINDS = ("floor", "format", "ours", "threaded", "baseline")
 
 
 def _kinds(options: argparse.Namespace) -> tuple[str, ...]:
-    return KINDS if options.baseline else KINDS[:-1]
+    return tuple(kind for kind in KINDS
+                 if (kind != "threaded" or options.threaded)
+                 and (kind != "baseline" or options.baseline))
 
 
 def _round(options: argparse.Namespace, number: int) -> dict[str, dict[str, float]]:
@@ -215,6 +232,8 @@ def main() -> None:
     parser.add_argument("--lockstep", type=int, default=2000,
                         help="lockstep requests per server (default 2000)")
     parser.add_argument("--rounds", type=int, default=3, help="rounds (default 3)")
+    parser.add_argument("--threaded", action="store_true",
+                        help="also measure ours with threaded=True as 'threaded'")
     parser.add_argument("--baseline", metavar="DIR",
                         help="also measure the package from this source tree (e.g. a git "
                              "worktree of an earlier commit) as 'baseline'")
@@ -236,6 +255,8 @@ def main() -> None:
               f" {median(kind, 'p99'):9.1f} {median(kind, 'cpu_us'):11.2f}"
               f" {sum(r[kind]['errors'] for r in rounds):7.0f}")
     pairs = [(kind, "floor") for kind in kinds[1:]]
+    if options.threaded:
+        pairs.append(("threaded", "ours"))
     if options.baseline:
         pairs.append(("ours", "baseline"))
     for kind, reference in pairs:

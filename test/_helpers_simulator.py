@@ -89,10 +89,10 @@ def start_serve(arguments: Sequence[str], *, command: Sequence[str] | None = Non
     return ServeProcess(process, line)
 
 
-def run_serve(arguments: Sequence[str]) -> subprocess.Popen:
-    """Start ``discos-backend serve ARGUMENTS`` expected to exit by itself."""
+def run_serve(arguments: Sequence[str], cwd: Path | str | None = None) -> subprocess.Popen:
+    """Start ``discos-backend serve ARGUMENTS`` (in ``cwd``) expected to exit by itself."""
     return subprocess.Popen([*CLI, "serve", *arguments], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
+                            stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, cwd=cwd)
 
 
 class LineClient:

@@ -3,12 +3,14 @@
 import pytest
 from astropy.time import Time
 from twisted.internet import task
-from twisted.logger import globalLogPublisher
+from twisted.logger import LogLevel, formatEvent, globalLogPublisher
+from twisted.python.failure import Failure
 
-from discosbackend.backend import UNCHANGED, Backend
+from discosbackend.backend import UNCHANGED, Backend, _not_done, blocking, runs_in_worker
 from discosbackend.commands import COMMANDS
 from discosbackend.errors import BackendError, HandlerException, NotSupportedError
 from discosbackend.timediscos import TICKS_PER_SECOND, acs_to_time
+from discosbackend.worker import WorkerStopped
 
 NOW = 1_700_000_000
 
@@ -434,3 +436,92 @@ def test_timed_start_at_the_same_time_as_the_pending_stop_is_refused(backend):
     backend.stop(at(10))
     with pytest.raises(BackendError, match="already acquiring"):
         backend.start(at(10))
+
+
+# -- a timer that runs late ----------------------------------------------------------------
+
+def test_a_time_tagged_start_that_runs_late_says_so(backend, clock, log_events):
+    backend.start(at(10))
+    backend.stop(at(20))
+    clock.advance(10.5)  # the reactor was blocked past the start's time
+    assert backend.acquiring
+    clock.advance(9.6)  # the stop runs 0.1 s late: within the threshold
+    assert not backend.acquiring
+    warnings = [formatEvent(event) for event in log_events
+                if event["log_level"] is LogLevel.warn]
+    assert warnings == ["time-tagged start ran 0.500 s after its time: the backend was busy"]
+
+
+def test_a_cancelled_timer_that_fires_anyway_does_nothing(backend, clock):
+    # A timer whose hook waited for the worker while the start was replaced.
+    backend.start(at(10))
+    stale = backend._pending_start
+    backend.start(at(20))
+    backend._fire_start(stale)
+    backend._fire_stop(stale)
+    assert not backend.acquiring and backend.pending_start == NOW + 20
+
+
+# -- which methods run in the worker thread --------------------------------------------------
+
+class Marked(Backend):
+    @blocking
+    def get_tpi(self, frequency=None, bandwidth=None):
+        return [1.0]
+
+    @blocking(False)
+    def get_rms(self):
+        return [2.0]
+
+    def get_tp0(self, frequency=None, bandwidth=None):
+        return [3.0]
+
+    async def get_integration(self):
+        return 0
+
+
+class BlockingHooks(Backend):
+    @blocking
+    def start_acquisition(self):
+        pass
+
+
+@pytest.mark.parametrize("threaded", [False, True])
+def test_runs_in_worker_follows_the_marks_then_the_mode(threaded):
+    backend = Marked()
+    assert runs_in_worker(backend.get_tpi, threaded)
+    assert not runs_in_worker(backend.get_rms, threaded)
+    assert runs_in_worker(backend.get_tp0, threaded) is threaded
+    assert not runs_in_worker(backend.get_integration, threaded)  # async def: never
+    assert runs_in_worker(lambda: None, threaded) is threaded
+
+
+def test_backend_start_and_stop_run_where_the_hooks_run():
+    plain, hooked = Backend(), BlockingHooks()
+    for method in ("start", "stop"):
+        assert not runs_in_worker(getattr(plain, method), False)
+        assert runs_in_worker(getattr(plain, method), True)
+        assert runs_in_worker(getattr(hooked, method), False)
+
+
+def test_blocking_keeps_the_method_and_refuses_async_def():
+    def method():
+        return 1
+
+    assert blocking(method) is method and method() == 1
+
+    async def coroutine():
+        return 1
+
+    with pytest.raises(TypeError, match="is async def: it runs on the reactor"):
+        blocking(coroutine)
+    with pytest.raises(TypeError, match="is async def"):
+        blocking(False)(coroutine)
+
+
+def test_a_timer_hook_that_cannot_run_is_logged(log_events):
+    _not_done(Failure(WorkerStopped("time-tagged start: the server is stopping")), "start")
+    _not_done(Failure(SystemExit(1)), "stop")
+    texts = [(event["log_level"], formatEvent(event)) for event in log_events]
+    assert texts == [(LogLevel.info, "time-tagged start not done: the server is stopping"),
+                     (LogLevel.critical, "time-tagged stop failed")]

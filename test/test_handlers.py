@@ -1,26 +1,29 @@
 """Tests for discosbackend.handlers: requests in, replies (or errors) out."""
 
 import re
+import threading
 import time as time_module
 from types import MappingProxyType
 
 import pytest
+import pytest_twisted
 from astropy.time import Time
-from twisted.internet import task
-from twisted.internet.defer import Deferred, fail as failed_deferred, succeed
+from twisted.internet import reactor, task
+from twisted.internet.defer import Deferred, DeferredList, fail as failed_deferred, succeed
 from twisted.python.failure import Failure
 
 from discosbackend import __protocol_version__
-from discosbackend.backend import Backend
+from discosbackend.backend import Backend, blocking
 from discosbackend.commands import COMMANDS, INTEGER, LIBRARY_COMMANDS, Argument, command
 from discosbackend.errors import (ArgumentError, BackendError, InvalidRequest,
-                                  NotSupportedError, ReplyShapeError)
+                                  NotSupportedError, OpenError, ReplyShapeError)
 from discosbackend.grammar import FAIL, INVALID, Message, parse_message, serialize_line
 from discosbackend.handlers import (AlwaysFailHandler, AlwaysOkHandler, AlwaysRaiseHandler,
                                     DBProtocolHandler, Handler, HandlerException)
 from discosbackend.responder import Responder
 from discosbackend.simulator import BackendSimulator, SimulatorHandler
 from discosbackend.timediscos import acs_to_time, time_to_acs
+from sleepy_backends import SleepyBackend
 
 NOW = 1_700_000_000
 TICKS = 17_000_000_001_234_567  # unix 1700000000.1234567
@@ -804,3 +807,199 @@ def test_get_rms_can_be_left_out():
 def test_an_unknown_protocol_version_is_refused():
     with pytest.raises(ValueError, match="unknown protocol version '2.0'"):
         DBProtocolHandler(RecordingBackend(), protocol="2.0")
+
+
+# -- threaded: blocking backend code in the worker thread ------------------------------
+#
+# These run the real reactor (pytest-twisted's): the worker delivers results
+# through it.  Blocking calls wait on SleepyBackend.gate, opened by the test.
+
+MAIN = threading.main_thread().name
+WORKER = "discos-backend SleepyBackend"
+
+
+@pytest.fixture(name="threaded")
+def fixture_threaded():
+    handler = DBProtocolHandler(SleepyBackend(clock=make_clock()), threaded=True)
+    handler.start()
+    yield handler
+    handler.backend.gate.set()
+    handler.stop()
+
+
+def route(handler, line):
+    """What the route of the request ``line`` answers: bytes, or a Deferred of them."""
+    name, _, arguments = line[1:].partition(",")
+    return handler.routes[name](arguments.split(",") if arguments else [])
+
+
+@pytest_twisted.inlineCallbacks
+def test_threaded_methods_run_in_the_worker_thread(threaded):
+    answer = route(threaded, "?get-tpi,0,0")
+    assert isinstance(answer, Deferred)
+    assert (yield answer) == b"!get-tpi,ok,903.21,1240.57\r\n"
+    assert threaded.backend.calls == [("open", WORKER), ("get_tpi", WORKER)]
+
+
+@pytest_twisted.inlineCallbacks
+def test_threaded_version_and_argument_errors_are_answered_on_the_reactor_at_once(threaded):
+    blocked = route(threaded, "?wait")  # the worker is busy from now on
+    assert route(threaded, "?version") == b"!version,ok,1.4\r\n"
+    with pytest.raises(ArgumentError, match="invalid integration 'x'"):
+        route(threaded, "?set-integration,x")
+    with pytest.raises(ArgumentError, match="set-section needs 7 arguments"):
+        route(threaded, "?set-section,1,2")
+    assert route(threaded, "?is-sleeping") == b"!is-sleeping,ok,0\r\n"  # @blocking(False)
+    threaded.backend.gate.set()
+    assert (yield blocked) == b"!wait,ok,waited\r\n"
+    assert threaded.backend.events == ["open", "wait", "waited"]
+
+
+@pytest_twisted.inlineCallbacks
+def test_threaded_calls_keep_their_order_and_errors(threaded):
+    answers = [route(threaded, line) for line in
+               ("?wait", "?set-integration,40", "?get-integration", "?set-configuration,x")]
+    threaded.backend.gate.set()
+    replies = yield DeferredList(answers, consumeErrors=True)
+    assert [value for success, value in replies[:3]] == [
+        b"!wait,ok,waited\r\n", b"!set-integration,ok\r\n", b"!get-integration,ok,40\r\n"]
+    assert replies[3][1].check(NotSupportedError)  # the base class's: raised in the worker
+    assert threaded.backend.events == ["open", "wait", "waited", "set_integration 40",
+                                       "get_integration"]
+
+
+class Generating(Backend):
+    def __init__(self):
+        super().__init__()
+        self.read_in = []
+
+    def get_tpi(self, frequency=None, bandwidth=None):
+        self.read_in.append(threading.current_thread().name)
+        for value in (1.5, 2.5):
+            self.read_in.append(threading.current_thread().name)
+            yield value
+
+    async def get_rms(self):
+        self.read_in.append(threading.current_thread().name)
+        return [0.5]
+
+
+@pytest_twisted.inlineCallbacks
+def test_threaded_generators_are_read_in_the_worker_and_async_methods_stay_on_the_reactor():
+    backend = Generating()
+    handler = DBProtocolHandler(backend, threaded=True)
+    handler.start()
+    try:
+        assert (yield route(handler, "?get-tpi")) == b"!get-tpi,ok,1.5,2.5\r\n"
+        assert backend.read_in == ["discos-backend Generating"] * 3
+        assert (yield route(handler, "?get-rms")) == b"!get-rms,ok,0.5\r\n"
+        assert backend.read_in[-1] == MAIN
+    finally:
+        handler.stop()
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_method_marked_blocking_runs_in_the_worker_without_threaded():
+    backend = SleepyBackend(clock=make_clock())
+    handler = DBProtocolHandler(backend)  # only wait/sleep (marked below) go to the worker
+    assert handler.worker is None
+    handler = DBProtocolHandler(Marked(backend))
+    handler.start()
+    try:
+        assert route(handler, "?get-tpi") == b"!get-tpi,ok,903.21,1240.57\r\n"  # on the reactor
+        assert (yield route(handler, "?get-integration")) == b"!get-integration,ok,0\r\n"
+        assert backend.calls[-2:] == [("get_tpi", MAIN), ("get_integration",
+                                                          "discos-backend Marked")]
+    finally:
+        handler.stop()
+
+
+class Marked:
+    """A plain (1.4-style) backend with one method marked @blocking."""
+
+    def __init__(self, inner):
+        self.inner = inner
+
+    def get_tpi(self):
+        return self.inner.get_tpi()
+
+    @blocking
+    def get_integration(self):
+        return self.inner.get_integration()
+
+
+def test_threaded_open_failure_is_an_open_error_naming_the_backend():
+    handler = DBProtocolHandler(SleepyBackend("10.0.0.5", fail_open=True), threaded=True)
+    with pytest.raises(OpenError, match=r"^SleepyBackend.open\(\) failed: "
+                                        r"ConnectionRefusedError: no spectrometer at "
+                                        r"10.0.0.5:7000$"):
+        handler.start()
+    assert handler.backend.calls == [("open", "discos-backend SleepyBackend")]
+    assert handler.worker.stop(0)  # already stopped
+
+
+def test_open_failure_without_worker_is_an_open_error_too():
+    with pytest.raises(OpenError, match=r"SleepyBackend.open\(\) failed"):
+        DBProtocolHandler(SleepyBackend(fail_open=True)).start()
+
+
+@pytest_twisted.inlineCallbacks
+def test_threaded_close_runs_in_the_worker_after_the_running_call(threaded, capsys):
+    running = route(threaded, "?wait")
+    queued = route(threaded, "?get-tpi")
+    assert threaded.backend.waiting.wait(10)  # the worker has taken the first call
+    reactor.callInThread(threaded.backend.gate.set)  # while stop() below waits for it
+    threaded.stop()
+    assert (yield running) == b"!wait,ok,waited\r\n"
+    assert not queued.called  # dropped: its connection would be closed by now
+    assert threaded.backend.events == ["open", "wait", "waited", "close"]
+    assert threaded.backend.calls[-1] == ("close", WORKER)
+    assert "closed after open, wait, waited, close" in capsys.readouterr().out
+
+
+@pytest_twisted.inlineCallbacks
+def test_threaded_time_tagged_start_fires_on_time_while_the_worker_is_busy(threaded):
+    backend, clock = threaded.backend, threaded.backend.clock
+    assert (yield route(threaded, f"?start,{NOW + 10}.0")) == b"!start,ok\r\n"
+    busy = route(threaded, "?wait")
+    assert backend.waiting.wait(10)
+    clock.advance(10)  # the timer fires on the reactor: the hook queues for the worker
+    assert threaded.worker.running == "wait()"
+    assert threaded.worker.waiting == ["time-tagged start"]
+    later = route(threaded, "?get-integration")  # comes after the time: queued after the hook
+    # Backend's own status is answered at once, busy worker or not
+    assert route(threaded, "?status") == f"!status,ok,{NOW + 10}.0000000,ok,0\r\n".encode()
+    backend.gate.set()
+    assert (yield busy) == b"!wait,ok,waited\r\n"
+    assert (yield later) == b"!get-integration,ok,0\r\n"
+    assert backend.calls[-3:] == [("waited", WORKER), ("start_acquisition", WORKER),
+                                  ("get_integration", WORKER)]
+    assert route(threaded, "?status").endswith(b",ok,1\r\n")
+
+
+@pytest_twisted.inlineCallbacks
+def test_threaded_stop_now_cancels_a_pending_start_whose_hook_waits(threaded):
+    backend, clock = threaded.backend, threaded.backend.clock
+    yield route(threaded, f"?start,{NOW + 10}.0")
+    busy = route(threaded, "?wait")
+    stop = route(threaded, "?stop")  # sent before the start's time: cancels it
+    clock.advance(10)  # the start's hook queues behind the stop
+    backend.gate.set()
+    yield busy
+    assert (yield stop) == b"!stop,ok\r\n"
+    yield route(threaded, "?get-integration")  # after whatever the timer queued
+    assert route(threaded, "?status").endswith(b",ok,0\r\n")
+    assert "start_acquisition" not in backend.events
+
+
+@pytest_twisted.inlineCallbacks
+def test_the_simulator_handler_can_be_threaded():
+    from discosbackend.simulator import BackendSimulator, SimulatorHandler
+    handler = SimulatorHandler(BackendSimulator(), threaded=True)
+    handler.start()
+    try:
+        reply = yield handler.routes["get-configuration"]([])
+        assert reply == b"!get-configuration,ok,unconfigured\r\n"
+    finally:
+        handler.stop()
+    assert handler.threaded and handler.worker is not None

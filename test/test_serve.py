@@ -32,7 +32,8 @@ from discosbackend.cli import serve as serve_module
 from discosbackend.configurations import load, srt
 from discosbackend.faults import GARBAGE, ControlHandler
 from discosbackend.grammar import parse_message
-from discosbackend.handlers import DBProtocolHandler
+from discosbackend.errors import OpenError
+from discosbackend.handlers import AlwaysOkHandler, DBProtocolHandler
 from discosbackend.simulator import BackendSimulator, SimulatorHandler
 from discosbackend.testing.checks import SARDARA_SESSION, SKARAB_SESSION
 
@@ -388,6 +389,17 @@ BAD = {
 
     "bad endpoint": (["--endpoint", "nosuch:thing"],
                      "bad endpoint 'nosuch:thing': "),
+    "open fails": (["--backend", "sleepy_backends:make_backend", "-o", "host=10.0.0.5",
+                    "-o", "fail_open=true", "--port", "0"],
+                   "SleepyBackend.open() failed: ConnectionRefusedError: no spectrometer at "
+                   "10.0.0.5:7000"),
+    "open fails, threaded": (["--backend", "sleepy_backends:SleepyBackend", "-o",
+                              "fail_open=true", "--threaded", "--port", "0"],
+                             "SleepyBackend.open() failed: ConnectionRefusedError: no "
+                             "spectrometer at 127.0.0.1:7000"),
+    "factory needs an option": (["--backend", "sleepy_backends:make_backend"],
+                                "cannot create make_backend: TypeError: make_backend() "
+                                "missing 1 required positional argument: 'host'"),
 }
 
 
@@ -395,7 +407,8 @@ BAD = {
 def fixture_bad_runs(busy_port: int) -> dict[str, tuple[int, str, str]]:
     """Run every bad command line at once; their exit status, stdout, stderr."""
     processes = {name: run_serve([a.format(busy=busy_port, before_busy=busy_port - 1)
-                                  for a in arguments])
+                                  for a in arguments],
+                                 cwd=ROOT / "test")  # where sleepy_backends is
                  for name, (arguments, _) in BAD.items()}
     results = {}
     for name, process in processes.items():
@@ -433,7 +446,8 @@ def test_build_defaults() -> None:
     assert setup.control_handler.faults is setup.backend.faults
     assert setup.public == "tcp:8978:interface=127.0.0.1"
     assert setup.control == "tcp:8979:interface=127.0.0.1"
-    assert setup.timeout is None and not setup.verbose
+    assert setup.timeout == serve_module.DEFAULT_TIMEOUT == 60 and not setup.verbose
+    assert not setup.handler.threaded and setup.handler.worker is None
     assert setup.describe() == "BackendSimulator (2 sections, 20 configurations)"
     assert setup.backend.configurations is srt()
 
@@ -488,15 +502,20 @@ def test_serve_speaks_the_protocol_it_is_told() -> None:
 
 def test_build_options() -> None:
     setup = serve_module.build(parse("--sections", "4", "--timeout", "2.5", "--max-line", "100",
-                                     "-v"))
+                                     "-v", "--threaded", "-o", "seed=3"))
     assert setup.backend.section_count == 4
     assert setup.timeout == 2.5 and setup.max_line == 100 and setup.verbose
+    assert setup.handler.threaded and setup.handler.worker is not None
+    assert setup.describe() == "BackendSimulator (4 sections, 20 configurations) (threaded)"
+    assert serve_module.build(parse("--timeout", "0")).timeout is None  # no limit
 
 
 @pytest.mark.parametrize("arguments", [
     ["--sections", "0"], ["--sections", "x"], ["--timeout", "-1"], ["--timeout", "inf"],
-    ["--timeout", "nan"], ["--port", "70000"], ["--port", "x"], ["--control-port", "x"],
-    ["--max-line", "0"], ["--protocol", "2.0"], ["--protocol", "1.4.1"],
+    ["--timeout", "nan"], ["--timeout", "x"], ["--port", "70000"], ["--port", "x"],
+    ["--control-port", "x"], ["--max-line", "0"], ["-o", "host"], ["-o", "=1"],
+    ["-o", "not a name=1"], ["--backend-option", "1x=2"], ["--protocol", "2.0"],
+    ["--protocol", "1.4.1"],
 ])
 def test_bad_arguments_refused_by_the_parser(arguments: list[str]) -> None:
     with pytest.raises(SystemExit):
@@ -525,12 +544,27 @@ class SmallSimulator(BackendSimulator):
     BANDWIDTH_RANGE = (1.0, 2000.0)
 
 
+def make_plain(scale: float = 1.0, *, label: str = "x") -> Plain:
+    """A factory with options."""
+    made = Plain()
+    made.scale, made.label = scale, label  # type: ignore[attr-defined]
+    return made
+
+
+def make_nothing() -> int:
+    return 5
+
+
+PLAIN = Plain()
+SERVED_HANDLER = AlwaysOkHandler()
+THREADED_HANDLER = DBProtocolHandler(Backend(), threaded=True)
+
+
 @pytest.mark.parametrize("spec, message", [
-    ("nocolon", "use module:Class"),
-    ("discosbackend.simulator:", "use module:Class"),
+    ("nocolon", "use module:NAME"),
+    ("discosbackend.simulator:", "use module:NAME"),
     ("discosbackend.simulator:Nope", "'discosbackend.simulator' has no attribute 'Nope'"),
-    ("discosbackend.server:listen", "not a class"),
-    ("discosbackend.server:DEFAULT_PORT", "not a class"),
+    ("discosbackend.server:DEFAULT_PORT", "not a backend class, factory or handler"),
     ("discosbackend.grammar:Message", "not a backend"),
     ("nosuchmodule.inner:X", "no module named 'nosuchmodule'"),
 ])
@@ -552,6 +586,57 @@ def test_load_backend_accepts() -> None:
         is BackendSimulator
     assert serve_module.load_backend(f"{__name__}:Plain") is Plain
     assert serve_module.load_backend("discosbackend.backend:Backend") is Backend
+    assert serve_module.load_backend(f"{__name__}:make_plain") is make_plain
+    assert serve_module.load_backend(f"{__name__}:PLAIN") is PLAIN
+    assert serve_module.load_backend(f"{__name__}:SERVED_HANDLER") is SERVED_HANDLER
+    assert serve_module.load_backend("discosbackend.handlers:AlwaysOkHandler") \
+        is AlwaysOkHandler
+
+
+@pytest.mark.parametrize("text, key, value", [
+    ("host=10.0.0.5", "host", "10.0.0.5"), ("port=7000", "port", 7000),
+    ("offset=-3", "offset", -3), ("gain=0.5", "gain", 0.5), ("gain=1.5e3", "gain", 1500.0),
+    ("gain=.5", "gain", 0.5), ("simulate=true", "simulate", True),
+    ("simulate=FALSE", "simulate", False), ("serial=007", "serial", "007"),
+    ("configuration=SK00", "configuration", "SK00"), ("empty=", "empty", ""),
+    ("path=/a=b", "path", "/a=b"), ("word=nan", "word", "nan"), ("big=1e3", "big", "1e3"),
+])
+def test_backend_option_values(text: str, key: str, value: Any) -> None:
+    parsed = serve_module.backend_option(text)
+    assert parsed == (key, value) and type(parsed[1]) is type(value)
+
+
+def test_build_a_factory_with_options() -> None:
+    setup = serve_module.build(parse("--backend", f"{__name__}:make_plain", "-o", "scale=2",
+                                     "-o", "label=SK00"))
+    assert isinstance(setup.backend, Plain) and type(setup.handler) is DBProtocolHandler
+    assert (setup.backend.scale, setup.backend.label) == (2, "SK00")
+    setup = serve_module.build(parse("--backend", f"{__name__}:NeedsArguments", "-o",
+                                     "device=/dev/ttyUSB0", "--threaded"))
+    assert setup.backend.device == "/dev/ttyUSB0" and setup.handler.threaded
+    assert setup.describe() == "NeedsArguments (threaded)"
+
+
+def test_build_serves_a_handler_as_it_is() -> None:
+    setup = serve_module.build(parse("--backend", f"{__name__}:SERVED_HANDLER"))
+    assert setup.handler is SERVED_HANDLER and setup.backend is None
+    assert setup.describe() == "AlwaysOkHandler" and setup.control is None
+    setup = serve_module.build(parse("--backend", "discosbackend.handlers:AlwaysFailHandler"))
+    assert type(setup.handler).__name__ == "AlwaysFailHandler"
+    setup = serve_module.build(parse("--backend", f"{__name__}:THREADED_HANDLER",
+                                     "--threaded"))
+    assert setup.handler is THREADED_HANDLER and setup.describe() == "Backend (threaded)"
+
+
+def make_simulator_handler() -> SimulatorHandler:
+    return SimulatorHandler(BackendSimulator(sections=3))
+
+
+def test_build_a_simulator_handler_from_a_factory_keeps_its_control_port() -> None:
+    setup = serve_module.build(parse("--backend", f"{__name__}:make_simulator_handler"))
+    assert setup.control_handler is not None
+    assert setup.control_handler.faults is setup.handler.faults
+    assert setup.describe() == "BackendSimulator (3 sections, 20 configurations)"
 
 
 def test_build_own_backends() -> None:
@@ -572,6 +657,22 @@ def test_build_own_backends() -> None:
      "--control-port applies to the simulator only"),
     (["--backend", f"{__name__}:NeedsArguments"], "cannot create NeedsArguments: TypeError"),
     (["--backend", f"{__name__}:Broken"], "cannot create Broken: RuntimeError: no hardware"),
+    (["--backend", f"{__name__}:make_plain", "-o", "sacle=2"],
+     r"-o sacle: make_plain takes no option 'sacle' \(it takes scale, label\)"),
+    (["--backend", f"{__name__}:Broken", "-o", "x=1"],
+     r"-o x: Broken takes no option 'x' \(it takes none\)"),
+    (["--backend", f"{__name__}:make_plain", "-o", "scale=1", "-o", "scale=2"],
+     "-o: each KEY once"),
+    (["--backend", f"{__name__}:make_nothing"],
+     f"--backend '{__name__}:make_nothing' made int, not a backend"),
+    (["--backend", f"{__name__}:PLAIN", "-o", "scale=2"],
+     "-o applies to a class or factory, and Plain is already made"),
+    (["--backend", f"{__name__}:SERVED_HANDLER", "--threaded"],
+     "--threaded applies to a backend: make your handler with threaded=True"),
+    (["--backend", f"{__name__}:make_plain", "--sections", "2"],
+     "--sections applies to the simulator only"),
+    (["--sections", "3", "-o", "sections=3"], "give --sections or -o sections, not both"),
+    (["-o", "sections=0"], "cannot create BackendSimulator: ValueError: sections"),
     (["--sections", "5000"], "cannot create BackendSimulator: ValueError: sections"),
     (["--backend", f"{__name__}:Plain", "--seed", "1"], "--seed applies to the simulator only"),
     (["--backend", f"{__name__}:Plain", "--configurations", "srt"],
@@ -628,6 +729,8 @@ def test_describe_address(address: object, text: str) -> None:
 
 
 def test_listen_error_text() -> None:
+    opening = OpenError("SleepyBackend.open() failed: ConnectionRefusedError: no spectrometer")
+    assert serve_module._listen_error(Failure(opening), "tcp:1") == str(opening)
     refused = CannotListenError("127.0.0.1", 1, OSError(98, "Address already in use"))
     assert serve_module._listen_error(Failure(refused), "tcp:1") == (
         "cannot listen on tcp:1: Address already in use")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import random
+import re
 import signal
 import subprocess
 import sys
@@ -22,7 +23,7 @@ from discosbackend import server
 from discosbackend.backend import Backend
 from discosbackend.errors import BackendError
 from discosbackend.grammar import parse_line
-from discosbackend.handlers import DBProtocolHandler
+from discosbackend.handlers import AlwaysOkHandler, DBProtocolHandler
 from serving import closed_port
 
 
@@ -95,8 +96,9 @@ class LineCollector(Protocol):
 
 
 @pytest_twisted.inlineCallbacks
-def serve(backend=None, **options):
-    port = yield server.listen(0, DBProtocolHandler(backend or SessionBackend()),
+def serve(backend=None, threaded=False, **options):
+    port = yield server.listen(0, DBProtocolHandler(backend or SessionBackend(),
+                                                    threaded=threaded),
                                interface="127.0.0.1", **options)
     return port
 
@@ -352,8 +354,9 @@ RUN_SERVER = textwrap.dedent("""
 """)
 
 
-def test_run_server_stops_cleanly_on_sigterm():
-    process = subprocess.Popen([sys.executable, "-c", RUN_SERVER, "tcp:0:interface=127.0.0.1"],
+def run_server_until_sigterm(script: str, where: str) -> tuple[str, str]:
+    """Run ``script``, which serves ``where``; SIGTERM once it runs; its stdout and stderr."""
+    process = subprocess.Popen([sys.executable, "-c", script, where],
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         assert process.stdout.readline().strip() == "running"
@@ -361,8 +364,33 @@ def test_run_server_stops_cleanly_on_sigterm():
         out, err = process.communicate(timeout=20)
     finally:
         process.kill()
+        process.wait()
     assert process.returncode == 0, err
+    return out, err
+
+
+def test_run_server_stops_cleanly_on_sigterm_and_says_what_it_serves_on_stderr():
+    out, err = run_server_until_sigterm(RUN_SERVER, "tcp:0:interface=127.0.0.1")
     assert out.split() == ["handler", "stopped", "clean", "exit"]
+    served = [line for line in err.splitlines() if "serving" in line]
+    assert len(served) == 1, err
+    assert re.search(r"\[discosbackend\.server#info\] serving Noisy with DBProtocolHandler on "
+                     r"tcp:127\.0\.0\.1:[1-9][0-9]*$", served[0]), served
+
+
+def test_run_server_on_a_port_number_listens_on_all_interfaces():
+    _, err = run_server_until_sigterm(RUN_SERVER, "0")
+    assert re.search(r"serving Noisy with DBProtocolHandler on tcp:0\.0\.0\.0:[1-9]", err), err
+
+
+def test_run_server_logs_where_the_application_logs_when_it_began_logging(tmp_path):
+    logfile = tmp_path / "application.log"
+    script = RUN_SERVER.replace("import sys\n", "import sys\nfrom twisted.python import log\n"
+                                f"log.startLogging(open({str(logfile)!r}, 'w'), "
+                                "setStdout=False)\n", 1)
+    _, err = run_server_until_sigterm(script, "tcp:0:interface=127.0.0.1")
+    assert "serving Noisy with DBProtocolHandler on tcp:127.0.0.1:" in logfile.read_text()
+    assert err == ""  # no observer of ours on stderr
 
 
 def test_run_server_raises_when_it_cannot_listen():
@@ -559,3 +587,11 @@ def test_a_second_signal_exits_at_once_without_a_traceback():
     assert process.returncode == 1
     assert "second signal" in err
     assert "Traceback" not in err
+
+
+def test_describe_handler_names_the_backend_the_handler_and_the_mode():
+    assert server.describe_handler(DBProtocolHandler(SessionBackend())) == \
+        "SessionBackend with DBProtocolHandler"
+    assert server.describe_handler(DBProtocolHandler(SessionBackend(), threaded=True)) == \
+        "SessionBackend with DBProtocolHandler (threaded)"
+    assert server.describe_handler(AlwaysOkHandler()) == "AlwaysOkHandler"

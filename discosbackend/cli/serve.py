@@ -3,15 +3,20 @@
 With no ``--backend`` it serves :class:`~discosbackend.simulator.BackendSimulator`
 (with SRT's configurations, or those of ``--configurations FILE``; its
 noise repeatable with ``--seed``) and opens a control endpoint (loopback
-only by default) that injects faults into it.  It prints one line saying
-what it serves and where, logs to stderr (or ``--log-file``, as text or
-``--log-format json``), and stops cleanly on Ctrl-C or SIGTERM.
+only by default) that injects faults into it.  ``--backend module:NAME``
+serves a backend class, a factory (any callable returning a backend) or a
+handler instead, made with the ``-o KEY=VALUE`` options as keyword
+arguments.  It prints one line saying what it serves and where, logs to
+stderr (or ``--log-file``, as text or ``--log-format json``), and stops
+cleanly on Ctrl-C or SIGTERM.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import inspect
+import math
 import os
 import re
 import sys
@@ -19,33 +24,40 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Any, Callable, NoReturn, Sequence, TextIO
 
-from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
 from twisted.internet.defer import Deferred
 from twisted.internet.error import CannotListenError
 from twisted.internet.interfaces import IListeningPort
 from twisted.python.failure import Failure
 
 from discosbackend import __protocol_version__, logs, server
-from discosbackend.backend import Backend
 from discosbackend.cli import CommandLineError
 from discosbackend.commands import COMMANDS, PROTOCOL_VERSIONS, VERSION
 from discosbackend.configurations import SRT, ConfigurationError, table_named
+from discosbackend.errors import OpenError
 from discosbackend.faults import CONTROL_COMMANDS, ControlHandler
 from discosbackend.handlers import DBProtocolHandler, Handler
 from discosbackend.protocol import DEFAULT_MAX_LINE
+from discosbackend.server import describe_address
 from discosbackend.simulator import BackendSimulator, SimulatorHandler
 
-__all__ = ["add_parser", "run", "load_backend", "Setup", "build", "serve", "run_listening",
-           "describe_address", "DEFAULT_SECTIONS", "LOOPBACK"]
+__all__ = ["add_parser", "run", "load_backend", "backend_option", "Setup", "build", "serve",
+           "run_listening", "describe_address", "DEFAULT_SECTIONS", "DEFAULT_TIMEOUT",
+           "LOOPBACK"]
 
 #: Sections of the simulator when ``--sections`` is not given.
 DEFAULT_SECTIONS = 2
+#: ``--timeout`` when not given, seconds: below the real DISCOS client's own
+#: 100 s, so that a hung backend gets a clean ``fail`` instead of a reconnect.
+DEFAULT_TIMEOUT = 60.0
 #: Where the public port (by default) and the control port listen.
 LOOPBACK = "127.0.0.1"
 _AUTO = "auto"
 _OFF = ("none", "off")
 _TCP_PORT_RE = re.compile(r"tcp6?:(?:port=)?([0-9]+)(?::|$)")
 _METHODS = tuple(command.method for command in COMMANDS.values() if command.method)
+_INTEGER_RE = re.compile(r"[+-]?(?:0|[1-9][0-9]*)")
+_FLOAT_RE = re.compile(r"[+-]?(?:[0-9]+\.[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
+_BOOLEANS = {"true": True, "false": False}
 
 
 def _port(text: str) -> int:
@@ -78,6 +90,35 @@ def _positive(kind: type) -> Any:
     return parse
 
 
+def _seconds(text: str) -> float | None:
+    """A timeout in seconds, ``0`` meaning none (``None``)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid number {text!r}") from None
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must be a number of seconds >= 0")
+    return value or None
+
+
+def backend_option(text: str) -> tuple[str, Any]:
+    """``KEY=VALUE`` of ``-o`` as a keyword argument.
+
+    The value is an ``int`` when written as one (``7000``, not ``007``), a
+    ``float`` when written with a decimal point (``0.5``, ``1.5e3``), a
+    ``bool`` for ``true``/``false`` (any case), else the text as it is
+    (``10.0.0.5``, ``SK00``, ``007``).
+    """
+    key, equals, value = text.partition("=")
+    if not equals or not key.isidentifier():
+        raise argparse.ArgumentTypeError(f"{text!r}: use KEY=VALUE, KEY a Python name")
+    if _INTEGER_RE.fullmatch(value):
+        return key, int(value)
+    if _FLOAT_RE.fullmatch(value):
+        return key, float(value)
+    return key, _BOOLEANS.get(value.lower(), value)
+
+
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     """Add the ``serve`` subcommand."""
     parser = subparsers.add_parser(
@@ -99,9 +140,18 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
                         help="Twisted endpoint string to listen on instead of --port and "
                              "--interface (not with them), e.g. tcp:8978:interface=0.0.0.0 "
                              "or unix:/tmp/backend.sock")
-    parser.add_argument("--backend", metavar="MODULE:CLASS",
-                        help="serve this backend class (created with no arguments) "
-                             "instead of the simulator; the current directory is importable")
+    parser.add_argument("--backend", metavar="MODULE:NAME",
+                        help="serve this instead of the simulator: a backend class, a factory "
+                             "(any callable returning a backend or a handler) or a handler; "
+                             "the current directory is importable")
+    parser.add_argument("-o", "--backend-option", type=backend_option, action="append",
+                        default=[], metavar="KEY=VALUE", dest="backend_options",
+                        help="keyword argument for the backend class or factory (repeatable); "
+                             "7000 is an int, 0.5 a float, true/false a bool, anything else "
+                             "text")
+    parser.add_argument("--threaded", action="store_true",
+                        help="call the backend's methods in a worker thread, one at a time "
+                             "in arrival order: for backends that block (hardware I/O, sleep)")
     parser.add_argument("--sections", type=_positive(int), metavar="N",
                         help=f"sections of the simulator (default {DEFAULT_SECTIONS})")
     parser.add_argument("--configurations", metavar="FILE",
@@ -119,8 +169,9 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     parser.add_argument("--max-line", type=_positive(int), default=DEFAULT_MAX_LINE,
                         metavar="BYTES",
                         help=f"longest request line accepted (default {DEFAULT_MAX_LINE})")
-    parser.add_argument("--timeout", type=_positive(float), metavar="S",
-                        help="answer fail when the backend takes longer than S seconds")
+    parser.add_argument("--timeout", type=_seconds, default=DEFAULT_TIMEOUT, metavar="S",
+                        help="answer fail,timeout when the backend takes longer than S "
+                             f"seconds (default {DEFAULT_TIMEOUT:g}; 0: no limit)")
     parser.add_argument("--protocol", choices=PROTOCOL_VERSIONS, default=__protocol_version__,
                         metavar="VERSION",
                         help="protocol version to speak, one of "
@@ -142,15 +193,17 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     return parser
 
 
-def load_backend(spec: str) -> type:
-    """Import the backend class named ``module:Class`` (``Class`` may be dotted).
+def load_backend(spec: str) -> Any:
+    """Import what ``module:NAME`` names (``NAME`` may be dotted).
 
-    Raises :class:`CommandLineError` when the module or the attribute is
-    missing, or the object is not a class with any command method.
+    It may be a backend class, a factory (any other callable), a
+    :class:`~discosbackend.handlers.Handler` class or instance, or a backend
+    object.  Raises :class:`CommandLineError` when the module or the
+    attribute is missing, or the object is none of these.
     """
     module_name, colon, attribute = spec.partition(":")
     if not colon or not module_name or not attribute:
-        raise CommandLineError(f"--backend {spec!r}: use module:Class")
+        raise CommandLineError(f"--backend {spec!r}: use module:NAME")
     if os.getcwd() not in sys.path and "" not in sys.path:
         sys.path.insert(0, os.getcwd())
     try:
@@ -166,20 +219,56 @@ def load_backend(spec: str) -> type:
         except AttributeError:
             raise CommandLineError(
                 f"--backend {spec!r}: {module_name!r} has no attribute {attribute!r}") from None
-    if not isinstance(target, type):
-        raise CommandLineError(f"--backend {spec!r}: not a class")
-    if not issubclass(target, Backend) and not any(
-            callable(getattr(target, method, None)) for method in _METHODS):
-        raise CommandLineError(f"--backend {spec!r}: not a backend (no command methods; "
-                               "subclass discosbackend.backend.Backend)")
+    if isinstance(target, type):
+        if not issubclass(target, Handler) and not _is_backend(target):
+            raise CommandLineError(f"--backend {spec!r}: not a backend (no command methods; "
+                                   "subclass discosbackend.backend.Backend)")
+    elif not callable(target) and not isinstance(target, Handler) and not _is_backend(target):
+        raise CommandLineError(f"--backend {spec!r}: not a backend class, factory or handler")
     return target
+
+
+def _is_backend(target: Any) -> bool:
+    """Whether ``target`` (a class or an object) has command methods."""
+    return any(callable(getattr(target, method, None)) for method in _METHODS)
+
+
+def _make(target: Any, options: dict[str, Any]) -> Any:
+    """Call the class or factory ``target`` with ``options``; an object is taken as it is."""
+    name = getattr(target, "__name__", type(target).__name__)
+    if isinstance(target, Handler) or not callable(target):
+        if options:
+            raise CommandLineError(f"-o applies to a class or factory, and {name} is "
+                                   "already made")
+        return target
+    try:
+        signature = inspect.signature(target)
+    except (TypeError, ValueError):
+        signature = None
+    if signature is not None:
+        try:
+            signature.bind_partial(**options)
+        except TypeError:
+            takes = [parameter.name for parameter in signature.parameters.values()
+                     if parameter.kind in (parameter.POSITIONAL_OR_KEYWORD,
+                                           parameter.KEYWORD_ONLY)]
+            unknown = next(key for key in options if key not in takes)
+            raise CommandLineError(f"-o {unknown}: {name} takes no option {unknown!r} "
+                                   f"(it takes {', '.join(takes) or 'none'})") from None
+    try:
+        return target(**options)
+    except ConfigurationError as error:  # a table the simulator cannot honour
+        raise CommandLineError(f"--configurations: {error}") from None
+    except Exception as error:  # pylint: disable=broad-except
+        raise CommandLineError(f"cannot create {name}: "
+                               f"{type(error).__name__}: {error}") from None
 
 
 @dataclass
 class Setup:
     """What ``serve`` will serve, and where (endpoint descriptions)."""
 
-    backend: Any
+    backend: Any  # None when a handler is served as it is
     handler: Handler
     public: str
     control: str | None = None
@@ -193,12 +282,15 @@ class Setup:
     log_format: str = logs.TEXT
 
     def describe(self) -> str:
-        """What is served, e.g. ``BackendSimulator (2 sections)``.
+        """What is served, e.g. ``BackendSimulator (2 sections)``, ``MyBackend (threaded)``.
 
         A protocol other than the default, and get-rms turned off, are said too.
         """
-        describe = getattr(self.backend, "describe", None)
-        text = describe() if callable(describe) else type(self.backend).__name__
+        served: Any = self.handler if self.backend is None else self.backend
+        text = (served.describe() if callable(getattr(served, "describe", None))
+                else type(served).__name__)
+        if getattr(self.handler, "threaded", False):
+            text += " (threaded)"
         protocol = getattr(self.handler, "protocol", __protocol_version__)
         if protocol != __protocol_version__:
             text += f" speaking protocol {protocol}"
@@ -252,51 +344,49 @@ def build(args: argparse.Namespace) -> Setup:
     included.
     """
     public = _public_description(args)
-    if args.backend is None:
-        cls: type = BackendSimulator
+    target = BackendSimulator if args.backend is None else load_backend(args.backend)
+    options = dict(args.backend_options)
+    if len(options) < len(args.backend_options):
+        raise CommandLineError("-o: each KEY once")
+    if isinstance(target, type) and issubclass(target, BackendSimulator):
+        if args.sections is not None and "sections" in options:
+            raise CommandLineError("give --sections or -o sections, not both")
+        options.setdefault("sections", args.sections or DEFAULT_SECTIONS)
+        options.setdefault("seed", args.seed)
+        try:
+            options.setdefault("configurations", table_named(args.configurations or SRT))
+        except ConfigurationError as error:
+            raise CommandLineError(f"--configurations: {error}") from None
     else:
-        cls = load_backend(args.backend)
-    simulated = issubclass(cls, BackendSimulator)
-    for option, value in (("--sections", args.sections), ("--seed", args.seed),
-                          ("--configurations", args.configurations)):
-        if value is not None and not simulated:
-            raise CommandLineError(f"{option} applies to the simulator only")
-    try:
-        backend = (cls(sections=args.sections or DEFAULT_SECTIONS, seed=args.seed,
-                       configurations=table_named(args.configurations or SRT))
-                   if simulated else cls())
-    except ConfigurationError as error:
-        raise CommandLineError(f"--configurations: {error}") from None
-    except Exception as error:  # pylint: disable=broad-except
-        raise CommandLineError(f"cannot create {cls.__name__}: "
-                               f"{type(error).__name__}: {error}") from None
-    kind = SimulatorHandler if simulated else DBProtocolHandler
-    handler = kind(backend, protocol=args.protocol, client_commands=args.get_rms)
+        for option, value in (("--sections", args.sections), ("--seed", args.seed),
+                              ("--configurations", args.configurations)):
+            if value is not None:
+                raise CommandLineError(f"{option} applies to the simulator only")
+    made = _make(target, options)
+    if isinstance(made, Handler):
+        if args.threaded and not getattr(made, "threaded", False):
+            raise CommandLineError("--threaded applies to a backend: make your handler with "
+                                   "threaded=True")
+        handler, backend = made, getattr(made, "backend", None)
+    elif not _is_backend(made):
+        raise CommandLineError(f"--backend {args.backend!r} made {type(made).__name__}, not a "
+                               "backend (no command methods)")
+    else:
+        kind = SimulatorHandler if isinstance(made, BackendSimulator) else DBProtocolHandler
+        handler, backend = kind(made, protocol=args.protocol, client_commands=args.get_rms,
+                                threaded=args.threaded), made
     setup = Setup(backend, handler, public, max_line=args.max_line, timeout=args.timeout,
                   verbose=args.verbose, log_file=args.log_file, log_format=args.log_format)
-    if simulated:
+    if isinstance(handler, SimulatorHandler):
         setup.control = _control_description(args)
         setup.control_automatic = args.control_port == _AUTO
         if setup.control is not None:
-            setup.control_handler = ControlHandler(backend.faults)
+            setup.control_handler = ControlHandler(handler.faults)
     elif args.control_port not in (_AUTO, None):
         raise CommandLineError("--control-port applies to the simulator only")
     elif args.control_interface is not None:
         raise CommandLineError("--control-interface applies to the simulator only")
     return setup
-
-
-def describe_address(address: Any) -> str:
-    """A listening address as text: ``tcp:127.0.0.1:8978``, ``unix:/path``..."""
-    if isinstance(address, IPv4Address):
-        return f"tcp:{address.host}:{address.port}"
-    if isinstance(address, IPv6Address):
-        return f"tcp6:[{address.host}]:{address.port}"
-    if isinstance(address, UNIXAddress):
-        name = address.name
-        return "unix:" + (name.decode("utf-8", "replace") if isinstance(name, bytes)
-                          else str(name))
-    return str(address)
 
 
 def _open_log(setup: Setup) -> TextIO:
@@ -323,6 +413,8 @@ def _listen_error(failure: Failure, description: str, control: str = "") -> str:
     says which option changes it.
     """
     error = failure.value
+    if isinstance(error, OpenError):
+        return str(error)  # it says plainly which backend failed, and how
     if isinstance(error, CannotListenError):
         reason = error.socketError
         text = getattr(reason, "strerror", None) or str(reason)

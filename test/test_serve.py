@@ -839,3 +839,68 @@ def test_backend_module_from_the_current_directory(tmp_path: Path,
     monkeypatch.setattr(sys, "path", [p for p in sys.path if p not in ("", str(tmp_path))])
     assert serve_module.load_backend("herebackend:Here").__name__ == "Here"
     assert sys.path[0] == str(tmp_path)
+
+
+# -- admission and exposure ------------------------------------------------------------
+
+def test_admission_options_reach_the_ports(quiet: list[bool]) -> None:
+    reactor = MemoryReactorClock()
+    setup = serve_module.build(parse("--port", "0", "--backlog", "64", "--max-connections", "3",
+                                     "--idle-timeout", "30", "--allow", "10.0.0.0/8",
+                                     "--allow", "::1", "--grace", "1"))
+    assert serve_module.serve(setup, reactor=reactor, out=io.StringIO()) == 0
+    (_, public, backlog, _), (_, control, control_backlog, _) = reactor.tcpServers
+    assert (backlog, control_backlog) == (64, 64)
+    assert (public.max_connections, public.idle_timeout) == (3, 30.0)
+    assert [str(network) for network in public.allow] == ["10.0.0.0/8", "::1/128"]
+    assert control.allow is None  # loopback, and no --control-allow
+    assert setup.grace == 1.0
+    assert reactor.triggers["before"]["shutdown"][0][1][1] == 1.0  # the grace, at shutdown
+
+
+def test_admission_defaults() -> None:
+    setup = serve_module.build(parse())
+    assert setup.admission == {"backlog": 1024, "max_connections": 256, "idle_timeout": None,
+                               "allow": None}
+    assert serve_module.build(parse("--max-connections", "0")).admission[
+        "max_connections"] is None
+
+
+@pytest.mark.parametrize("arguments, said", [
+    (["--allow", "10.0.0.0/33"], "--allow '10.0.0.0/33': not an IP network (e.g. "
+                                 "192.168.10.0/24, 10.0.0.5 or ::1)"),
+    (["--control-allow", "nonsense"], "--control-allow 'nonsense': not an IP network (e.g. "
+                                      "192.168.10.0/24, 10.0.0.5 or ::1)"),
+    (["--control-interface", "0.0.0.0"],
+     "--control-interface 0.0.0.0: the fault-injection port has no authentication; say who "
+     "may use it with --control-allow CIDR"),
+])
+def test_what_would_expose_or_cannot_be_read_is_refused(arguments: list[str], said: str) -> None:
+    with pytest.raises(CommandLineError) as refused:
+        serve_module.build(parse(*arguments))
+    assert str(refused.value) == said
+
+
+def test_a_control_port_off_loopback_serves_only_whom_it_is_told(quiet: list[bool]) -> None:
+    reactor = MemoryReactorClock()
+    setup = serve_module.build(parse("--port", "0", "--control-interface", "0.0.0.0",
+                                     "--control-allow", "192.168.10.0/24"))
+    serve_module.serve(setup, reactor=reactor, out=io.StringIO())
+    control = reactor.tcpServers[1][1]
+    assert [str(network) for network in control.allow] == ["192.168.10.0/24"]
+
+
+@pytest.mark.parametrize("arguments, noted", [([], True), (["--allow", "10.0.0.0/8"], False)])
+def test_every_address_is_logged_and_an_open_one_noted(quiet: list[bool], logged: Any,
+                                                       arguments: list[str],
+                                                       noted: bool) -> None:
+    reactor = MemoryReactorClock()  # its ports say 0.0.0.0: every interface
+    serve_module.serve(serve_module.build(parse("--port", "0", *arguments)), reactor=reactor,
+                       out=io.StringIO())
+    texts = logged.texts()
+    assert texts.count("listening on tcp:0.0.0.0:0") == 2
+    notes = [text for text in texts if text.startswith("note:")]
+    assert bool(notes) is noted
+    if noted:
+        assert notes == ["note: tcp:0.0.0.0:0 is open to every host that can reach it, and the "
+                         "protocol has no authentication; restrict it with --allow CIDR"]

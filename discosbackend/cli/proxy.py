@@ -17,6 +17,7 @@ from twisted.internet.interfaces import IListeningPort
 
 from discosbackend import proxy
 from discosbackend.cli import CommandLineError
+from discosbackend.cli import serve as serve_module
 from discosbackend.cli.serve import LOOPBACK, describe_address, run_listening
 from discosbackend.client.address import parse_address
 from discosbackend.proxy import Problem
@@ -76,7 +77,8 @@ def run(arguments: argparse.Namespace) -> int:
     try:
         run_listening([(where, partial(proxy.listen, where, backend, recorder=recorder,
                                        on_problem=seen.append), "")],
-                      announce, verbose=arguments.verbose)
+                      announce, begin_logging=partial(serve_module.begin_logging_to_stderr,
+                                                      arguments.verbose))
     finally:
         if recorder is not None:
             recorder.close()

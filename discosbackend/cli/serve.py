@@ -14,19 +14,21 @@ cleanly on Ctrl-C or SIGTERM.
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import importlib
 import inspect
 import math
 import os
 import re
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, Callable, NoReturn, Sequence, TextIO
 
 from twisted.internet.defer import Deferred
 from twisted.internet.error import CannotListenError
 from twisted.internet.interfaces import IListeningPort
+from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from discosbackend import __protocol_version__, logs, server
@@ -36,7 +38,7 @@ from discosbackend.configurations import SRT, ConfigurationError, table_named
 from discosbackend.errors import OpenError
 from discosbackend.faults import CONTROL_COMMANDS, ControlHandler
 from discosbackend.handlers import DBProtocolHandler, Handler
-from discosbackend.protocol import DEFAULT_MAX_LINE
+from discosbackend.protocol import DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_LINE, parse_networks
 from discosbackend.server import describe_address
 from discosbackend.simulator import BackendSimulator, SimulatorHandler
 
@@ -58,6 +60,7 @@ _METHODS = tuple(command.method for command in COMMANDS.values() if command.meth
 _INTEGER_RE = re.compile(r"[+-]?(?:0|[1-9][0-9]*)")
 _FLOAT_RE = re.compile(r"[+-]?(?:[0-9]+\.[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
 _BOOLEANS = {"true": True, "false": False}
+_log = Logger()
 
 
 def _port(text: str) -> int:
@@ -99,6 +102,50 @@ def _seconds(text: str) -> float | None:
     if not math.isfinite(value) or value < 0:
         raise argparse.ArgumentTypeError(f"{text!r} must be a number of seconds >= 0")
     return value or None
+
+
+def _count(text: str) -> int | None:
+    """A count of at least 1, or 0 meaning no limit (``None``)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid count {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must be 0 (no limit) or more")
+    return value or None
+
+
+def _seconds_or_zero(text: str) -> float:
+    """Seconds, 0 included."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid number {text!r}") from None
+    if not 0 <= value < float("inf"):
+        raise argparse.ArgumentTypeError(f"{text!r} must be 0 or more seconds")
+    return value
+
+
+def _networks(option: str, texts: list[str] | None) -> list[str] | None:
+    """``texts`` if each is an IP network; :class:`CommandLineError` naming ``option`` if not."""
+    if texts is None:
+        return None
+    for text in texts:
+        try:
+            parse_networks([text])
+        except ValueError:
+            raise CommandLineError(f"{option} {text!r}: not an IP network (e.g. "
+                                   "192.168.10.0/24, 10.0.0.5 or ::1)") from None
+    return texts
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.split("%")[0]).is_loopback
+    except ValueError:
+        return False
 
 
 def backend_option(text: str) -> tuple[str, Any]:
@@ -181,6 +228,28 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     parser.add_argument("--get-rms", action=argparse.BooleanOptionalAction, default=True,
                         help="serve get-rms, which the real client sends though no "
                              "published version lists it (default: served)")
+    parser.add_argument("--backlog", type=_positive(int), default=server.DEFAULT_BACKLOG,
+                        metavar="N",
+                        help="connections the kernel queues before they are accepted "
+                             f"(default {server.DEFAULT_BACKLOG})")
+    parser.add_argument("--max-connections", type=_count, default=DEFAULT_MAX_CONNECTIONS,
+                        metavar="N",
+                        help="connections served at once; the next is told 'too many "
+                             f"connections' and closed (default {DEFAULT_MAX_CONNECTIONS}; "
+                             "0: no cap)")
+    parser.add_argument("--idle-timeout", type=_seconds, default=None, metavar="S",
+                        help="close a connection that sends nothing for S seconds "
+                             "(default: never; DISCOS keeps one connection for days)")
+    parser.add_argument("--allow", action="append", metavar="CIDR",
+                        help="serve only clients from this network, e.g. 192.168.10.0/24 or "
+                             "::1 (repeatable; default: anyone who can reach the port)")
+    parser.add_argument("--control-allow", action="append", metavar="CIDR",
+                        help="clients allowed on the control port (repeatable); needed to "
+                             "put it on an address other than loopback")
+    parser.add_argument("--grace", type=_seconds_or_zero, default=server.DEFAULT_GRACE,
+                        metavar="S",
+                        help="at shutdown, seconds connections get to read their last "
+                             f"replies before they are dropped (default {server.DEFAULT_GRACE:g})")
     parser.add_argument("-v", "--verbose", action="store_true",
                         help="log every request with its reply and duration, and debug "
                              "messages")
@@ -280,6 +349,12 @@ class Setup:
     control_automatic: bool = False
     log_file: str | None = None
     log_format: str = logs.TEXT
+    #: Admission on the public port: server.listen's backlog, max_connections,
+    #: idle_timeout and allow.
+    admission: dict[str, Any] = field(default_factory=dict)
+    #: Who may use the control port (``None``: anyone who reaches it, i.e. loopback).
+    control_allow: list[str] | None = None
+    grace: float | None = server.DEFAULT_GRACE
 
     def describe(self) -> str:
         """What is served, e.g. ``BackendSimulator (2 sections)``, ``MyBackend (threaded)``.
@@ -323,6 +398,16 @@ def _control_description(args: argparse.Namespace) -> str | None:
             "--control-interface needs --control-port N: this endpoint has no default "
             "control port")
     return None
+
+
+def _check_control_exposure(args: argparse.Namespace, setup: Setup) -> None:
+    """Refuse a control port off loopback that does not say who may use it."""
+    if (setup.control is not None and not _is_loopback(args.control_interface or LOOPBACK)
+            and setup.control_allow is None):
+        # Anyone reaching it could make the backend fail at will.
+        raise CommandLineError(
+            f"--control-interface {args.control_interface}: the fault-injection port has "
+            "no authentication; say who may use it with --control-allow CIDR")
 
 
 def _public_description(args: argparse.Namespace) -> str:
@@ -376,10 +461,16 @@ def build(args: argparse.Namespace) -> Setup:
         handler, backend = kind(made, protocol=args.protocol, client_commands=args.get_rms,
                                 threaded=args.threaded), made
     setup = Setup(backend, handler, public, max_line=args.max_line, timeout=args.timeout,
-                  verbose=args.verbose, log_file=args.log_file, log_format=args.log_format)
+                  verbose=args.verbose, log_file=args.log_file, log_format=args.log_format,
+                  admission={"backlog": args.backlog, "max_connections": args.max_connections,
+                             "idle_timeout": args.idle_timeout,
+                             "allow": _networks("--allow", args.allow)},
+                  control_allow=_networks("--control-allow", args.control_allow),
+                  grace=args.grace)
     if isinstance(handler, SimulatorHandler):
         setup.control = _control_description(args)
         setup.control_automatic = args.control_port == _AUTO
+        _check_control_exposure(args, setup)
         if setup.control is not None:
             setup.control_handler = ControlHandler(handler.faults)
     elif args.control_port not in (_AUTO, None):
@@ -403,6 +494,11 @@ def _open_log(setup: Setup) -> TextIO:
 
 def _begin_logging(stream: TextIO, verbose: bool, log_format: str) -> None:
     logs.begin_logging(stream, verbose=verbose, log_format=log_format)
+
+
+def begin_logging_to_stderr(verbose: bool) -> None:
+    """Log text lines to stderr, debug too with ``verbose`` (what other subcommands use)."""
+    _begin_logging(sys.stderr, verbose, logs.TEXT)
 
 
 def _listen_error(failure: Failure, description: str, control: str = "") -> str:
@@ -438,10 +534,14 @@ def serve(setup: Setup, reactor: Any = None, out: TextIO | None = None) -> int:
     if setup.control is not None and setup.control_handler is not None:
         wanted.append((setup.control, setup.control_handler, None,
                        _AUTO if setup.control_automatic else "given"))
+    admission = [setup.admission, {"backlog": setup.admission.get("backlog",
+                                                                 server.DEFAULT_BACKLOG),
+                                   "allow": setup.control_allow}]
     starts = [(description, partial(server.listen, description, handler,
                                     max_line=setup.max_line, timeout=timeout,
-                                    log_requests=setup.verbose, reactor=reactor), control)
-              for description, handler, timeout, control in wanted]
+                                    log_requests=setup.verbose, reactor=reactor, **options),
+               control)
+              for (description, handler, timeout, control), options in zip(wanted, admission)]
 
     def announce(ports: list[IListeningPort]) -> str:
         line = (f"discos-backend: serving {setup.describe()} on "
@@ -450,22 +550,28 @@ def serve(setup: Setup, reactor: Any = None, out: TextIO | None = None) -> int:
             line += f"; control on {describe_address(ports[1].getHost())}"
         return line
 
-    run_listening(starts, announce, verbose=setup.verbose, log=log,
-                  log_format=setup.log_format, reactor=reactor, out=out)
+    run_listening(starts, announce,
+                  begin_logging=partial(_begin_logging, log, setup.verbose, setup.log_format),
+                  grace=setup.grace, reactor=reactor, out=out,
+                  open_to_all=setup.admission.get("allow") is None)
     return 0
 
 
 def run_listening(starts: Sequence[tuple[str, Callable[[], Deferred[IListeningPort]], str]],
-                  announce: Callable[[list[IListeningPort]], str], *, verbose: bool = False,
-                  log: TextIO | None = None, log_format: str = logs.TEXT,
-                  reactor: Any = None, out: TextIO | None = None) -> None:
+                  announce: Callable[[list[IListeningPort]], str], *,
+                  begin_logging: Callable[[], None] | None = None,
+                  grace: float | None = server.DEFAULT_GRACE, reactor: Any = None,
+                  out: TextIO | None = None, open_to_all: bool = False) -> None:
     """Start listening on each ``(description, start, control)`` and run until stopped.
 
     ``control`` is empty for a public port, else how the control port was
     chosen (see :func:`_listen_error`).  Once every port listens, prints
-    ``announce(ports)`` to ``out`` (stdout) and logs to ``log`` (stderr)
-    from then on (debug too with ``verbose``).  Raises
-    :class:`CommandLineError` if an endpoint is bad or cannot be bound.
+    ``announce(ports)`` to ``out`` (stdout), calls ``begin_logging`` (by
+    default: info and up to stderr), and logs each address it listens on,
+    with a note when the first port is reachable from other hosts and
+    ``open_to_all`` (no allow list).  Connections get ``grace`` seconds at
+    shutdown.  Raises :class:`CommandLineError` if an endpoint is bad or
+    cannot be bound.
     """
     out = out if out is not None else sys.stdout
     listening = []
@@ -478,9 +584,16 @@ def run_listening(starts: Sequence[tuple[str, Callable[[], Deferred[IListeningPo
 
     def ready(ports: list[IListeningPort]) -> None:
         print(announce(ports), file=out, flush=True)
-        _begin_logging(log if log is not None else sys.stderr, verbose, log_format)
+        (begin_logging or partial(begin_logging_to_stderr, False))()
+        for port in ports:
+            _log.info("listening on {address}", address=describe_address(port.getHost()))
+        host = getattr(ports[0].getHost(), "host", None)
+        if open_to_all and host is not None and not _is_loopback(host):
+            _log.warn("note: {address} is open to every host that can reach it, and the "
+                      "protocol has no authentication; restrict it with --allow CIDR",
+                      address=describe_address(ports[0].getHost()))
 
-    server.run_until_stopped(listening, ready=ready, reactor=reactor)
+    server.run_until_stopped(listening, ready=ready, grace=grace, reactor=reactor)
 
 
 def _cannot_listen(failure: Failure, description: str, control: str) -> NoReturn:

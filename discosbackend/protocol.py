@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import ipaddress
 import math
+import socket
 import time
 from collections import deque
 from functools import partial
@@ -40,8 +41,10 @@ __all__ = ["DBProtocol", "DBProtocolFactory", "DEFAULT_MAX_LINE", "DEFAULT_MAX_U
 
 #: The default longest line accepted, in bytes (without the line end).
 DEFAULT_MAX_LINE = 64 * 1024
-#: Replies unsent (bytes) above which a connection is not read.
-DEFAULT_MAX_UNSENT = 1024 * 1024
+#: Replies unsent (bytes) above which a connection is not read.  Twisted reads
+#: a connection this much at a time too: a large value makes each read (and
+#: the time the reactor spends answering it) as large.
+DEFAULT_MAX_UNSENT = 4 * 1024
 #: Replies waiting for an earlier one above which a connection is not read.
 DEFAULT_MAX_PENDING = 1000
 #: Connections served at once by default.
@@ -51,6 +54,10 @@ DEFAULT_MAX_CONNECTIONS = 256
 DEFAULT_LINGER = 900.0
 
 _log = Logger()
+#: The kernel's send buffer of each connection (bytes): big enough for a
+#: client that reads as fast as it pipelines, small enough that one that does
+#: not read is paused soon.
+_KERNEL_SEND_BUFFER = 64 * 1024
 _LOST_REPLY = serialize_line(fail(UNDEFINED_NAME, "internal error: reply lost"))
 _TOO_MANY = serialize_line(fail(UNDEFINED_NAME, "too many connections"))
 
@@ -154,8 +161,15 @@ class DBProtocol(LineOnlyReceiver):
         set_no_delay = getattr(self.transport, "setTcpNoDelay", None)
         if set_no_delay is not None:
             set_no_delay(True)
+            # A modest kernel send buffer: a client that does not read fills
+            # it (and so stops being read) after some thousand replies, not
+            # after the megabytes the kernel would otherwise take, all of
+            # them the reactor's work while other clients wait.
+            self.transport.getHandle().setsockopt(  # type: ignore[attr-defined]
+                socket.SOL_SOCKET, socket.SO_SNDBUF, _KERNEL_SEND_BUFFER)
         if hasattr(self.transport, "bufferSize"):  # a real socket's transport
-            # It pauses its producer once this many bytes wait to be sent.
+            # It pauses its producer once this many bytes wait to be sent
+            # (and reads this many at a time: see DEFAULT_MAX_UNSENT).
             self.transport.bufferSize = self.factory.max_unsent
         self.transport.registerProducer(self, True)  # type: ignore[attr-defined]  # a consumer too
         self.peer = describe_peer(self.transport.getPeer())

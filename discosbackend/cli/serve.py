@@ -93,15 +93,20 @@ def _positive(kind: type) -> Any:
     return parse
 
 
-def _seconds(text: str) -> float | None:
-    """A timeout in seconds, ``0`` meaning none (``None``)."""
+def _seconds(text: str) -> float:
+    """A number of seconds, 0 or more."""
     try:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"invalid number {text!r}") from None
     if not math.isfinite(value) or value < 0:
         raise argparse.ArgumentTypeError(f"{text!r} must be a number of seconds >= 0")
-    return value or None
+    return value
+
+
+def _limit(text: str) -> float | None:
+    """A time limit in seconds, ``0`` meaning none (``None``)."""
+    return _seconds(text) or None
 
 
 def _count(text: str) -> int | None:
@@ -113,17 +118,6 @@ def _count(text: str) -> int | None:
     if value < 0:
         raise argparse.ArgumentTypeError(f"{text!r} must be 0 (no limit) or more")
     return value or None
-
-
-def _seconds_or_zero(text: str) -> float:
-    """Seconds, 0 included."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"invalid number {text!r}") from None
-    if not 0 <= value < float("inf"):
-        raise argparse.ArgumentTypeError(f"{text!r} must be 0 or more seconds")
-    return value
 
 
 def _networks(option: str, texts: list[str] | None) -> list[str] | None:
@@ -216,7 +210,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     parser.add_argument("--max-line", type=_positive(int), default=DEFAULT_MAX_LINE,
                         metavar="BYTES",
                         help=f"longest request line accepted (default {DEFAULT_MAX_LINE})")
-    parser.add_argument("--timeout", type=_seconds, default=DEFAULT_TIMEOUT, metavar="S",
+    parser.add_argument("--timeout", type=_limit, default=DEFAULT_TIMEOUT, metavar="S",
                         help="answer fail,timeout when the backend takes longer than S "
                              f"seconds (default {DEFAULT_TIMEOUT:g}; 0: no limit)")
     parser.add_argument("--protocol", choices=PROTOCOL_VERSIONS, default=__protocol_version__,
@@ -237,7 +231,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
                         help="connections served at once; the next is told 'too many "
                              f"connections' and closed (default {DEFAULT_MAX_CONNECTIONS}; "
                              "0: no cap)")
-    parser.add_argument("--idle-timeout", type=_seconds, default=None, metavar="S",
+    parser.add_argument("--idle-timeout", type=_limit, default=None, metavar="S",
                         help="close a connection that sends nothing for S seconds "
                              "(default: never; DISCOS keeps one connection for days)")
     parser.add_argument("--allow", action="append", metavar="CIDR",
@@ -246,7 +240,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     parser.add_argument("--control-allow", action="append", metavar="CIDR",
                         help="clients allowed on the control port (repeatable); needed to "
                              "put it on an address other than loopback")
-    parser.add_argument("--grace", type=_seconds_or_zero, default=server.DEFAULT_GRACE,
+    parser.add_argument("--grace", type=_seconds, default=server.DEFAULT_GRACE,
                         metavar="S",
                         help="at shutdown, seconds connections get to read their last "
                              f"replies before they are dropped (default {server.DEFAULT_GRACE:g})")

@@ -379,8 +379,11 @@ def name_of(line: bytes) -> str:
     """The request name at the start of a line, broken or cut short, or ``undefined``.
 
     For replying ``invalid`` to a line that does not parse or is too long:
-    only the first :data:`NAME_PREFIX` bytes are looked at.
+    only the first :data:`NAME_PREFIX` bytes are looked at.  A line that
+    starts with neither ``?`` nor ``!`` has no name (``hello``: not ``ello``).
     """
+    if line[:1] not in (b"?", b"!"):
+        return UNDEFINED_NAME
     head, comma, _ = line[1:NAME_PREFIX].partition(b",")
     if not comma and len(line) >= NAME_PREFIX:
         return UNDEFINED_NAME  # the name goes on past what we looked at

@@ -889,6 +889,9 @@ def test_a_name_that_is_not_a_str_is_a_grammar_error(name):
     pytest.param(b"?st\xffatus,1", "undefined", id="non-utf8"),
     pytest.param(b"?9lives", "undefined", id="bad-name"),
     pytest.param(b"", "undefined", id="empty"),
+    pytest.param(b"!status,ok", "status", id="a-reply"),
+    pytest.param(b"hello", "undefined", id="no-type-char"),
+    pytest.param(b"xstatus,1", "undefined", id="bad-type-char"),
 ])
 def test_name_of(line, name):
     assert grammar.name_of(line) == name

@@ -174,6 +174,14 @@ def test_overlong_garbage_gets_undefined_name(clock):
     assert lines(transport) == [b"!undefined,invalid,line too long: over 100 bytes"]
 
 
+def test_overlong_line_with_a_bad_type_char_gets_undefined_name_as_a_short_one_does(clock):
+    protocol, transport, _ = connect(AlwaysOkHandler(), clock, max_line=100)
+    transport.clear()
+    protocol.dataReceived(b"xstatus," + b"1" * 300 + b"\nxstatus,1\n")
+    assert [line.split(b",")[:2] for line in lines(transport)] == [
+        [b"!undefined", b"invalid"], [b"!undefined", b"invalid"]]
+
+
 def test_non_utf8_bytes_round_trip_and_do_not_break_the_connection(clock):
     protocol, transport, _ = connect(AlwaysOkHandler(), clock)
     transport.clear()

@@ -37,7 +37,7 @@ from discosbackend.commands import UNCHANGED
 from discosbackend.errors import BackendError, NotSupportedError
 from discosbackend.reactor import global_reactor
 from discosbackend.watchdog import DEFAULT_THRESHOLD
-from discosbackend.worker import WorkerStopped, current_worker, on_reactor
+from discosbackend.worker import WorkerStopped, current_worker, on_reactor, queued_for
 
 __all__ = ["Backend", "UNCHANGED", "BackendError", "blocking", "runs_in_worker"]
 
@@ -332,12 +332,17 @@ class Backend:
         self._pending_stop = self._schedule(at, "stop", self._fire_stop)
 
     def _schedule_time(self, timestamp: Time) -> float:
-        """Unix seconds of ``timestamp``; refuses a time already past."""
+        """Unix seconds of ``timestamp``; refuses a time already past when the request came.
+
+        A request that waited for a busy worker is judged by when it
+        arrived: a time still ahead then is accepted, and its timer fires at
+        once (the hook then runs late, and says so).
+        """
         if isinstance(timestamp, Time):
             at = timediscos.time_to_acs(timestamp) / timediscos.TICKS_PER_SECOND
         else:
             at = float(timestamp)
-        delay = at - self.clock.seconds()
+        delay = at - (self.clock.seconds() - queued_for())
         if delay <= 0:
             raise BackendError(
                 f"past timestamp: {timediscos.format_reply_timestamp(timestamp)} is "

@@ -34,7 +34,8 @@ from twisted.python.failure import Failure
 
 from discosbackend.reactor import or_global
 
-__all__ = ["Worker", "WorkerStopped", "current_worker", "on_reactor", "DEFAULT_SHUTDOWN_WAIT"]
+__all__ = ["Worker", "WorkerStopped", "current_worker", "on_reactor", "queued_for",
+           "DEFAULT_SHUTDOWN_WAIT"]
 
 #: How long, in seconds, shutting down waits for a running call by default.
 DEFAULT_SHUTDOWN_WAIT = 5.0
@@ -46,6 +47,17 @@ _local = threading.local()
 def current_worker() -> Worker | None:
     """The worker whose thread runs the caller; ``None`` on any other thread."""
     return getattr(_local, "worker", None)
+
+
+def queued_for() -> float:
+    """Seconds the call running in this thread waited for the worker; 0 on any other thread.
+
+    A request that waited is judged by when it arrived (``Backend.start``: a
+    time in the future then is not refused as past because a slow call
+    held it up).
+    """
+    worker = current_worker()
+    return worker.queued if worker is not None else 0.0
 
 
 def on_reactor(function: Callable[..., object], *args: Any) -> None:
@@ -70,13 +82,14 @@ class WorkerStopped(RuntimeError):
 class _Call:
     """One call: its name for the log, its function, the Deferred of its result."""
 
-    __slots__ = ("what", "function", "deferred", "started", "cancelled")
+    __slots__ = ("what", "function", "deferred", "given", "started", "cancelled")
 
     def __init__(self, what: str, function: Callable[[], Any],
                  deferred: Deferred[Any] | None) -> None:
         self.what = what
         self.function = function
         self.deferred = deferred
+        self.given = time.monotonic()
         self.started: float | None = None
         self.cancelled = False
 
@@ -116,6 +129,14 @@ class Worker:
         """What the worker is running now (``"get_tpi()"``), if anything."""
         call = self._running
         return call.what if call is not None else None
+
+    @property
+    def queued(self) -> float:
+        """Seconds the running call waited for the worker before it began (0 when idle)."""
+        call = self._running
+        if call is None or call.started is None:
+            return 0.0
+        return call.started - call.given
 
     @property
     def waiting(self) -> list[str]:
@@ -285,9 +306,10 @@ class Worker:
             _log.warn("backend call {what} dropped: its request timed out while it waited for "
                       "{running}", what=call.what, running=self.running or "the worker")
         else:
-            _log.warn("backend call {what} still running after {elapsed:.3f} s: its request "
-                      "was answered fail (timeout); {waiting} call(s) wait behind it",
-                      what=call.what, elapsed=time.monotonic() - started,
+            _log.warn("backend call {what} still running after {elapsed:.3f} s, having waited "
+                      "{queued:.3f} s for the worker: its request was answered fail (timeout); "
+                      "{waiting} call(s) wait behind it", what=call.what,
+                      elapsed=time.monotonic() - started, queued=started - call.given,
                       waiting=len(self._waiting))
 
 

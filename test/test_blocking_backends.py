@@ -139,6 +139,29 @@ def test_a_time_tagged_start_fires_while_the_worker_sleeps(logged):
         yield server.stop(port)
 
 
+@pytest_twisted.inlineCallbacks
+def test_a_time_tagged_start_that_waited_for_the_worker_past_its_time_is_not_refused(logged):
+    # DISCOS sends a start a little ahead; a slow call on another connection
+    # holds the worker until that time has gone by.  The start is judged by
+    # when it arrived: accepted, and it starts as soon as it runs.
+    backend = SleepyBackend()
+    port = yield serve(backend, threaded=True)
+    try:
+        starter, sleeper = yield defer.gatherResults([connect_to(port), connect_to(port)])
+        yield defer.gatherResults([starter.wait(1), sleeper.wait(1)])
+        sleeper.transport.write(b"?sleep,0.6\r\n")
+        yield until(backend.sleeping.is_set)
+        starter.transport.write(f"?start,{reactor.seconds() + 0.2:.7f}\r\n".encode())
+        assert (yield starter.wait(2))[1] == b"!start,ok"  # after the sleep: 0.4 s late
+        yield until(lambda: "start_acquisition" in backend.events)
+        assert backend.events == ["open", "sleep", "slept", "start_acquisition"]
+        late = [text for text in logged.texts(LogLevel.warn) if "time-tagged" in text]
+        assert len(late) == 1 and re.fullmatch(
+            r"time-tagged start ran 0\.[0-9]{3} s after its time: the backend was busy", late[0])
+    finally:
+        yield server.stop(port)
+
+
 # -- processes: the command line, SIGTERM, run_server -------------------------------------
 
 

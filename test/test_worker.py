@@ -7,7 +7,9 @@ never on a timer: the tests assert order, not wall-clock time.
 
 from __future__ import annotations
 
+import re
 import threading
+import time
 from typing import Any, Iterator
 
 import pytest
@@ -15,7 +17,8 @@ import pytest_twisted
 from twisted.internet import defer, reactor
 from twisted.logger import LogLevel
 
-from discosbackend.worker import Worker, WorkerStopped, current_worker, on_reactor
+from discosbackend.worker import (Worker, WorkerStopped, current_worker, on_reactor,
+                                  queued_for)
 
 THREAD = "discos-backend test"
 
@@ -166,6 +169,19 @@ def test_running_and_waiting_say_what_the_worker_does(worker):
 
 
 @pytest_twisted.inlineCallbacks
+def test_queued_for_says_how_long_the_running_call_waited_for_the_worker(worker):
+    gated = Gated()
+    worker.call("slow()", gated)
+    yield gated.started
+    behind = worker.call("behind()", queued_for)
+    time.sleep(0.05)  # the reactor holds on: behind() waits at least this long
+    gated.open()
+    assert (yield behind) >= 0.05
+    assert (yield worker.call("idle()", queued_for)) < 0.05
+    assert queued_for() == 0.0 and worker.queued == 0.0  # on the reactor; nothing runs
+
+
+@pytest_twisted.inlineCallbacks
 def test_a_call_cancelled_before_it_starts_is_dropped(worker, logged):
     gated = Gated()
     first = worker.call("gated()", gated)
@@ -196,8 +212,8 @@ def test_a_running_call_cancelled_finishes_in_the_background_and_the_next_waits(
     warnings = logged.texts(LogLevel.warn)
     assert len(warnings) == 1
     assert warnings[0].startswith("backend call slow() still running after ")
-    assert warnings[0].endswith("s: its request was answered fail (timeout); 0 call(s) wait "
-                                "behind it")
+    assert re.search(r" s, having waited [0-9.]+ s for the worker: its request was answered "
+                     r"fail \(timeout\); 0 call\(s\) wait behind it$", warnings[0])
     gated.open()
     assert (yield after) is True  # it ran once slow() had finished
     warnings = logged.texts(LogLevel.warn)

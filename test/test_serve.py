@@ -398,8 +398,7 @@ BAD = {
                              "SleepyBackend.open() failed: ConnectionRefusedError: no "
                              "spectrometer at 127.0.0.1:7000"),
     "factory needs an option": (["--backend", "sleepy_backends:make_backend"],
-                                "cannot create make_backend: TypeError: make_backend() "
-                                "missing 1 required positional argument: 'host'"),
+                                "make_backend needs -o host=VALUE"),
 }
 
 
@@ -644,6 +643,9 @@ def test_build_own_backends() -> None:
     assert isinstance(setup.backend, Plain) and type(setup.handler) is DBProtocolHandler
     assert setup.control is None and setup.control_handler is None
     assert setup.describe() == "Plain"
+    setup = serve_module.build(parse("--backend", f"{__name__}:NeedsArguments", "-o",
+                                     "device=/dev/x"))
+    assert setup.backend.device == "/dev/x"
     setup = serve_module.build(parse("--backend", f"{__name__}:SmallSimulator", "--sections",
                                      "3"))
     assert isinstance(setup.handler, SimulatorHandler) and setup.backend.section_count == 3
@@ -655,7 +657,7 @@ def test_build_own_backends() -> None:
      "--sections applies to the simulator only"),
     (["--backend", f"{__name__}:Plain", "--control-port", "9000"],
      "--control-port applies to the simulator only"),
-    (["--backend", f"{__name__}:NeedsArguments"], "cannot create NeedsArguments: TypeError"),
+    (["--backend", f"{__name__}:NeedsArguments"], "NeedsArguments needs -o device=VALUE"),
     (["--backend", f"{__name__}:Broken"], "cannot create Broken: RuntimeError: no hardware"),
     (["--backend", f"{__name__}:make_plain", "-o", "sacle=2"],
      r"-o sacle: make_plain takes no option 'sacle' \(it takes scale, label\)"),

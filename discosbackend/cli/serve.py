@@ -318,6 +318,13 @@ def _make(target: Any, options: dict[str, Any]) -> Any:
             unknown = next(key for key in options if key not in takes)
             raise CommandLineError(f"-o {unknown}: {name} takes no option {unknown!r} "
                                    f"(it takes {', '.join(takes) or 'none'})") from None
+        missing = [parameter.name for parameter in signature.parameters.values()
+                   if parameter.default is parameter.empty and parameter.name not in options
+                   and parameter.kind in (parameter.POSITIONAL_OR_KEYWORD,
+                                          parameter.KEYWORD_ONLY)]
+        if missing:
+            raise CommandLineError(f"{name} needs " + " ".join(f"-o {key}=VALUE"
+                                                               for key in missing))
     try:
         return target(**options)
     except ConfigurationError as error:  # a table the simulator cannot honour

@@ -117,13 +117,26 @@ def test_a_call_that_overruns_the_timeout_finishes_in_the_background(logged):
         yield port.stopListening()
 
 
+@defer.inlineCallbacks
+def greeted_pair(port):
+    """Two connections to ``port``, each past its greeting."""
+    first, second = yield defer.gatherResults([connect_to(port), connect_to(port)])
+    yield defer.gatherResults([first.wait(1), second.wait(1)])
+    return first, second
+
+
+def assert_started_late_once(logged) -> None:
+    late = [text for text in logged.texts(LogLevel.warn) if "time-tagged" in text]
+    assert len(late) == 1 and re.fullmatch(
+        r"time-tagged start ran 0\.[0-9]{3} s after its time: the backend was busy", late[0])
+
+
 @pytest_twisted.inlineCallbacks
 def test_a_time_tagged_start_fires_while_the_worker_sleeps(logged):
     backend = SleepyBackend()
     port = yield serve(backend, threaded=True)
     try:
-        starter, sleeper = yield defer.gatherResults([connect_to(port), connect_to(port)])
-        yield defer.gatherResults([starter.wait(1), sleeper.wait(1)])
+        starter, sleeper = yield greeted_pair(port)
         starter.transport.write(f"?start,{reactor.seconds() + 0.3:.7f}\r\n".encode())
         assert (yield starter.wait(2))[1] == b"!start,ok"
         sleeper.transport.write(b"?sleep,1\r\n")
@@ -132,9 +145,7 @@ def test_a_time_tagged_start_fires_while_the_worker_sleeps(logged):
         assert (yield starter.wait(4))[3].endswith(b",ok,1")  # for the worker: after the hook
         assert backend.events == ["open", "sleep", "slept", "start_acquisition",
                                   "get_integration"]
-        late = [text for text in logged.texts(LogLevel.warn) if "time-tagged" in text]
-        assert len(late) == 1 and re.fullmatch(
-            r"time-tagged start ran 0\.[0-9]{3} s after its time: the backend was busy", late[0])
+        assert_started_late_once(logged)
     finally:
         yield server.stop(port)
 
@@ -147,17 +158,14 @@ def test_a_time_tagged_start_that_waited_for_the_worker_past_its_time_is_not_ref
     backend = SleepyBackend()
     port = yield serve(backend, threaded=True)
     try:
-        starter, sleeper = yield defer.gatherResults([connect_to(port), connect_to(port)])
-        yield defer.gatherResults([starter.wait(1), sleeper.wait(1)])
+        starter, sleeper = yield greeted_pair(port)
         sleeper.transport.write(b"?sleep,0.6\r\n")
         yield until(backend.sleeping.is_set)
         starter.transport.write(f"?start,{reactor.seconds() + 0.2:.7f}\r\n".encode())
         assert (yield starter.wait(2))[1] == b"!start,ok"  # after the sleep: 0.4 s late
         yield until(lambda: "start_acquisition" in backend.events)
         assert backend.events == ["open", "sleep", "slept", "start_acquisition"]
-        late = [text for text in logged.texts(LogLevel.warn) if "time-tagged" in text]
-        assert len(late) == 1 and re.fullmatch(
-            r"time-tagged start ran 0\.[0-9]{3} s after its time: the backend was busy", late[0])
+        assert_started_late_once(logged)
     finally:
         yield server.stop(port)
 
